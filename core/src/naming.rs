@@ -1,0 +1,1 @@
+//! naming: being written.

@@ -1,0 +1,1 @@
+//! signing: being written.

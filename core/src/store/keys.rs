@@ -1,0 +1,1 @@
+//! Logical key names: being written.

@@ -1,0 +1,1 @@
+//! naming tests: being written.

@@ -1,0 +1,1 @@
+//! token tests: being written.

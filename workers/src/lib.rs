@@ -1,0 +1,1 @@
+//! fctf-workers
