@@ -1,1 +1,53 @@
-fn main() {}
+//! `fctf`: one binary for every FCTF role, a subcommand each. Which ones run today, and what
+//! the exit codes mean, is in `fctf --help` ([`cli::EXIT_CODES`]).
+
+mod check_config;
+mod cli;
+mod outcome;
+mod roles;
+mod token;
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+
+use crate::cli::{Cli, Command};
+use crate::outcome::{Exit, Failure};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(exit) => exit.into(),
+        Err(Failure { code, error }) => {
+            eprintln!("error: {error:#}");
+            code.into()
+        }
+    }
+}
+
+fn run(command: Command) -> Result<Exit, Failure> {
+    match command {
+        Command::CheckConfig(args) => check_config::run(&args),
+        Command::Token(command) => token::run(command),
+        Command::ConfigDocs(args) => {
+            let text = if args.example {
+                fctf_core::config::example_toml()
+            } else {
+                fctf_core::config::reference_markdown()
+            };
+            outcome::write_stdout(&text)?;
+            Ok(Exit::Ok)
+        }
+        Command::Version => {
+            outcome::write_stdout(&format!("fctf {}\n", env!("CARGO_PKG_VERSION")))?;
+            Ok(Exit::Ok)
+        }
+        Command::Up(args) => Ok(roles::not_built("up", 6, &args)),
+        Command::Gateway(args) => Ok(roles::not_built("gateway", 3, &args)),
+        Command::Contestant(args) => Ok(roles::not_built("contestant", 4, &args)),
+        Command::DeploymentCenter(args) => Ok(roles::not_built("deployment-center", 5, &args)),
+        Command::Consumer(args) => Ok(roles::not_built("consumer", 5, &args)),
+        Command::Listener(args) => Ok(roles::not_built("listener", 5, &args)),
+        Command::Migrate(args) => Ok(roles::not_built("migrate", 4, &args)),
+    }
+}

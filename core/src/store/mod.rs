@@ -4,12 +4,18 @@
 //! [`RedisStore`] (Lua scripts from `lua/`, atomic on the server, Redis's own clock) and
 //! [`MemoryStore`] (in-process, for the embedded default `fctf up`).
 //!
-//! Keys passed in are *logical* names built by [`keys`]; each store adds its own prefix. No key
-//! ever contains a raw challenge token: callers pass a digest.
+//! Names passed in (the `key` and `name` arguments) are the caller's, within one kind of entry;
+//! the store maps them to logical keys with [`keys`] (so a lock can never collide with a counter)
+//! and adds its own prefix. No name ever contains a raw challenge token: callers pass
+//! [`keys::digest`] of it.
+//!
+//! Durations become whole milliseconds, rounded up (at least 1 ms, at most 100 years).
 
+pub mod gcra;
 pub mod keys;
 mod memory;
 mod redis;
+mod ttl;
 
 use std::time::Duration;
 
@@ -110,7 +116,8 @@ pub enum UpdateOutcome {
     Conflict(Option<DeploymentRecord>),
 }
 
-/// A rate: `per_second` tokens refill a bucket that holds at most `burst`.
+/// A rate: `per_second` tokens refill a bucket that holds at most `burst`. Fractional rates are
+/// fine; rates the algorithm cannot represent are clamped (see [`gcra`]), never ignored.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RateLimit {
     pub per_second: f64,
@@ -123,7 +130,8 @@ pub struct RateDecision {
     pub allowed: bool,
     /// Whole tokens left after this call.
     pub remaining: u32,
-    /// When refused: how long until `cost` tokens are available. Zero when allowed.
+    /// When refused: how long until `cost` tokens are available ([`Duration::MAX`] when `cost`
+    /// exceeds what the bucket can ever hold). Zero when allowed.
     pub retry_after: Duration,
 }
 
@@ -160,6 +168,7 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Atomically: if a record exists for (team, challenge), return it; otherwise drop the
     /// team's expired quota slots, refuse when `quota` slots are live, else take a slot for
     /// `record.instance` (expiring after `ttl`) and write `record` with version 1 and TTL `ttl`.
+    /// The store stamps `created_at_ms` and `updated_at_ms` with its own clock.
     async fn reserve_instance(
         &self,
         record: &DeploymentRecord,
@@ -168,7 +177,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     ) -> StoreResult<Reservation>;
 
     /// Write `record` if the stored record has the same instance and version; the stored copy
-    /// gets version + 1 and TTL `ttl`, and the instance's quota slot is extended to `ttl`.
+    /// gets version + 1 and TTL `ttl`, and the instance's quota slot is extended to `ttl` (or
+    /// freed, when the new state is not [active](DeploymentState::is_active)). The store keeps
+    /// `created_at_ms` and stamps `updated_at_ms`.
     async fn update_deployment(
         &self,
         record: &DeploymentRecord,

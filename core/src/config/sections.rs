@@ -1,0 +1,177 @@
+//! The config sections and their fields: the one place a field is declared. Its doc comment is
+//! its description in `docs/configuration.md` and in `fctf.example.toml`; its default, type,
+//! rule and environment variable are taken from here too.
+//!
+//! To add a field: add one line (with its doc comment) to its section below, then run
+//! `fctf config-docs > docs/configuration.md` and `fctf config-docs --example > fctf.example.toml`
+//! (tests fail until both files match).
+
+use std::time::Duration;
+
+use super::schema::config_section;
+use super::values::{KeyEntry, KeyId, Name, QueueBackend, Range, ServiceUrl, StoreBackend, Url};
+use crate::signing::{self, SigningKey};
+use crate::token::{self, Keyring, TokenKey, Verifier};
+
+config_section! {
+    /// Challenge access tokens: the keys that sign them (Contestant Service) and verify them
+    /// (gateway), and how long they last. Keys rotate by id: add the new key everywhere, make it
+    /// active, and remove the old one once its last tokens have expired (`ttl_secs` later).
+    pub struct TokensConfig in "tokens" {
+        /// Id of the key that signs new tokens; must name one of `keys`. The other keys still
+        /// verify tokens until they are removed.
+        active_kid: String = "k1".to_owned(), check KeyId;
+        /// Token keys, each `{ kid = "...", secret_file = "..." }` (a file of at least 32 bytes;
+        /// trailing whitespace is trimmed) or `{ kid = "...", secret = "..." }` (inline:
+        /// discouraged, the config then holds a secret). Required unless `store.backend` and
+        /// `queue.backend` are both `memory` (the embedded default, one process), where a random
+        /// key is generated at each start.
+        keys: Vec<KeyEntry<TokenKey>> = Vec::new(),
+            example "[{ kid = \"k1\", secret_file = \"/etc/fctf/token-k1.key\" }]";
+        /// How far the verifier's clock may be from the issuer's, in seconds, before a token
+        /// counts as expired or not yet valid.
+        skew_secs: u64 = 30, check Range(0, 300);
+        /// Lifetime of a token issued to a player, in seconds.
+        ttl_secs: u64 = 3600, check Range(1, 7 * 24 * 3600);
+    }
+}
+
+impl TokensConfig {
+    /// The key that signs new tokens. Always `Some` in a config returned by
+    /// [`load`](super::load), which refuses an `active_kid` that names no key.
+    pub fn active_key(&self) -> Option<&TokenKey> {
+        self.keys
+            .iter()
+            .find(|entry| entry.kid() == self.active_kid)
+            .map(KeyEntry::key)
+    }
+
+    /// Every configured key, for verifying.
+    pub fn keyring(&self) -> Result<Keyring, token::KeyError> {
+        Keyring::new(self.keys.iter().map(|entry| entry.key().clone()).collect())
+    }
+
+    /// A verifier with every key and the configured skew.
+    pub fn verifier(&self) -> Result<Verifier, token::KeyError> {
+        Ok(Verifier::new(self.keyring()?, self.skew()))
+    }
+
+    /// [`Self::skew_secs`] as a duration.
+    pub fn skew(&self) -> Duration {
+        Duration::from_secs(self.skew_secs)
+    }
+
+    /// [`Self::ttl_secs`] as a duration.
+    pub fn ttl(&self) -> Duration {
+        Duration::from_secs(self.ttl_secs)
+    }
+}
+
+config_section! {
+    /// Service-to-service request signatures: every call into the Deployment Center is signed
+    /// with the active key and checked against all keys. Keys rotate like token keys.
+    pub struct SigningConfig in "signing" {
+        /// Id of the key that signs requests; must name one of `keys`.
+        active_kid: String = "s1".to_owned(), check KeyId;
+        /// Signing keys, each `{ kid, secret_file }` or `{ kid, secret }`, with the same rules
+        /// as `tokens.keys` (and also generated when absent in the embedded default). Use
+        /// secrets other than the token keys'.
+        keys: Vec<KeyEntry<SigningKey>> = Vec::new(),
+            example "[{ kid = \"s1\", secret_file = \"/etc/fctf/signing-s1.key\" }]";
+        /// How far a request's timestamp may be from the receiver's clock, in seconds, in
+        /// either direction. Nonces are remembered for twice this long to refuse replays.
+        window_secs: u64 = 60, check Range(1, 3600);
+    }
+}
+
+impl SigningConfig {
+    /// The key that signs requests. Always `Some` in a config returned by
+    /// [`load`](super::load).
+    pub fn active_key(&self) -> Option<&SigningKey> {
+        self.keys
+            .iter()
+            .find(|entry| entry.kid() == self.active_kid)
+            .map(KeyEntry::key)
+    }
+
+    /// Every configured key, for verifying.
+    pub fn key_ring(&self) -> Result<signing::KeyRing, signing::KeyError> {
+        signing::KeyRing::new(self.keys.iter().map(|entry| entry.key().clone()))
+    }
+
+    /// [`Self::window_secs`] as a duration.
+    pub fn window(&self) -> Duration {
+        Duration::from_secs(self.window_secs)
+    }
+}
+
+config_section! {
+    /// The state store: deployment state, team quotas, rate limits, connection leases, locks.
+    pub struct StoreConfig in "store" {
+        /// `memory` keeps state in this process (one process only: `fctf up`); `redis` shares
+        /// it between every process of a deployment.
+        backend: StoreBackend = StoreBackend::Memory;
+        /// Redis to use when `backend = "redis"`.
+        redis_url: ServiceUrl = ServiceUrl::new("redis://127.0.0.1:6379"),
+            check Url(&["redis", "rediss"]);
+        /// Prefix of every Redis key, so several deployments can share one Redis.
+        key_prefix: String = "fctf:".to_owned(), check Name { max: 64, allow_empty: true };
+        /// How long one Redis call may take, in milliseconds, before it counts as failed.
+        timeout_ms: u64 = 500, check Range(1, 60_000);
+    }
+}
+
+impl StoreConfig {
+    /// [`Self::timeout_ms`] as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+config_section! {
+    /// The deploy queue between the Deployment Center and the Deployment Consumer.
+    pub struct QueueConfig in "queue" {
+        /// `memory` keeps the queue in this process (one process only: `fctf up`); `rabbitmq`
+        /// uses RabbitMQ.
+        backend: QueueBackend = QueueBackend::Memory;
+        /// RabbitMQ to use when `backend = "rabbitmq"`, without the vhost (see `vhost`).
+        amqp_url: ServiceUrl = ServiceUrl::new("amqp://guest:guest@127.0.0.1:5672"),
+            check Url(&["amqp", "amqps"]);
+        /// RabbitMQ virtual host of the deploy topology.
+        vhost: String = "fctf_deploy".to_owned(), check Name { max: 255, allow_empty: false };
+        /// Direct exchange deploy jobs are published to.
+        exchange: String = "deployment_exchange".to_owned(),
+            check Name { max: 255, allow_empty: false };
+        /// Routing key binding `exchange` to `queue`.
+        routing_key: String = "deploy".to_owned(), check Name { max: 255, allow_empty: false };
+        /// Durable queue the Deployment Consumer reads.
+        queue: String = "deployment_queue".to_owned(), check Name { max: 255, allow_empty: false };
+        /// Most jobs waiting in the queue; a publish beyond it is refused (`reject-publish`) and
+        /// the player is told to retry.
+        max_length: u32 = 300, check Range(1, 1_000_000);
+        /// How long a publish may wait for the broker's confirm, in milliseconds.
+        publish_timeout_ms: u64 = 3000, check Range(1, 600_000);
+        /// How many times a job is delivered before it goes to the dead-letter queue.
+        delivery_limit: u32 = 5, check Range(1, 1000);
+    }
+}
+
+impl QueueConfig {
+    /// [`Self::publish_timeout_ms`] as a duration.
+    pub fn publish_timeout(&self) -> Duration {
+        Duration::from_millis(self.publish_timeout_ms)
+    }
+}
+
+config_section! {
+    /// The database: teams, challenges, solves, instance tracking.
+    pub struct DatabaseConfig in "database" {
+        /// `sqlite://PATH` (a file, created when missing: the embedded default) or
+        /// `mysql://USER[:PASSWORD]@HOST:PORT/DB` for MariaDB in production, e.g.
+        /// `mysql://root@127.0.0.1:3306/test`.
+        url: ServiceUrl = ServiceUrl::new("sqlite://data/fctf.db"),
+            check Url(&["sqlite", "mysql", "mariadb"]);
+        /// Most open connections in each process's pool.
+        max_connections: u32 = 16, check Range(1, 1024);
+    }
+}

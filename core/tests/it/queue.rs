@@ -1,1 +1,0 @@
-//! queue tests: being written.

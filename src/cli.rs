@@ -1,0 +1,153 @@
+//! The command line: every subcommand and flag, with its help text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use fctf_core::config::TokensConfig;
+use fctf_core::ids::InstanceId;
+
+/// Exit codes, shown after `--help` (keep in step with [`crate::outcome::Exit`]).
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0   done
+  1   token verify: the token was refused (the reason is on standard error)
+  2   the command line could not be parsed
+  64  invalid input: a config file with mistakes (each listed), unreadable or not TOML;
+      a key file, argument or token input that cannot be used
+  69  the role is not built yet
+  74  output could not be written";
+
+/// FCTF: a CTF platform. One binary, one subcommand per role.
+#[derive(Debug, Parser)]
+#[command(name = "fctf", version, after_help = EXIT_CODES, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a config file and report every mistake at once (FCTF_* overrides included).
+    #[command(after_help = EXIT_CODES)]
+    CheckConfig(CheckConfigArgs),
+    /// Mint or verify a challenge access token.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Print the configuration reference (docs/configuration.md) or the example config.
+    ConfigDocs(ConfigDocsArgs),
+    /// Print the version.
+    Version,
+    /// Run the whole platform in one process, on the embedded default [not built yet: issue 6].
+    Up(RoleArgs),
+    /// Run the Challenge Gateway (HTTP 8080, TCP 1337) [not built yet: issue 3].
+    Gateway(RoleArgs),
+    /// Run the Contestant Service, the players' API [not built yet: issue 4].
+    Contestant(RoleArgs),
+    /// Run the Deployment Center, the instance control API [not built yet: issue 5].
+    DeploymentCenter(RoleArgs),
+    /// Run the Deployment Consumer, the deploy queue worker [not built yet: issue 5].
+    Consumer(RoleArgs),
+    /// Run the Deployment Listener, which reconciles instance state [not built yet: issue 5].
+    Listener(RoleArgs),
+    /// Create or upgrade the database schema [not built yet: issue 4].
+    Migrate(RoleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// The config file.
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "config",
+        conflicts_with = "config"
+    )]
+    pub file: Option<PathBuf>,
+    /// The config file (same as FILE).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Also print the config in force as TOML, secrets redacted.
+    #[arg(long)]
+    pub print: bool,
+}
+
+impl CheckConfigArgs {
+    /// The file to check, however it was given.
+    pub fn path(&self) -> Option<&PathBuf> {
+        self.file.as_ref().or(self.config.as_ref())
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigDocsArgs {
+    /// Print the example config (fctf.example.toml) instead of the reference.
+    #[arg(long)]
+    pub example: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    /// The config file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Mint a token and print it.
+    Mint(MintArgs),
+    /// Verify a token: print its claims as JSON (exit 0) or why it was refused (exit 1).
+    #[command(after_help = EXIT_CODES)]
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MintArgs {
+    /// File holding the key's secret (at least 32 bytes; trailing whitespace is trimmed).
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// Id of the key.
+    #[arg(long, default_value = "k1")]
+    pub kid: String,
+    /// Team id (0: admin preview, -1: shared instance).
+    #[arg(long, allow_negative_numbers = true)]
+    pub team: i64,
+    /// Challenge id.
+    #[arg(long)]
+    pub challenge: i64,
+    /// Instance id, 32 lowercase hex digits [default: a fresh one].
+    #[arg(long, value_name = "ID")]
+    pub instance: Option<InstanceId>,
+    /// Where the gateway sends the traffic: a namespace name or host:port.
+    #[arg(long)]
+    pub route: String,
+    /// Lifetime in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = TokensConfig::default().ttl_secs)]
+    pub ttl: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// File holding the key's secret.
+    #[arg(long, value_name = "FILE")]
+    pub key_file: PathBuf,
+    /// Id of the key.
+    #[arg(long, default_value = "k1")]
+    pub kid: String,
+    /// Tolerated clock difference, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = TokensConfig::default().skew_secs)]
+    pub skew: u64,
+    /// The token; `-` or absent: read one line from standard input.
+    pub token: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}
