@@ -24,7 +24,11 @@ macro_rules! integer_setting {
                     Err(_) => {
                         cx.report(Problem::new(
                             ErrorKind::OutOfRange,
-                            format!("must be between 0 and {}, got {n}", <$t>::MAX),
+                            if n < 0 {
+                                format!("must not be negative, got {n}")
+                            } else {
+                                format!("must be at most {}, got {n}", <$t>::MAX)
+                            },
                         ));
                         None
                     }
