@@ -6,21 +6,33 @@ use std::time::Duration;
 
 use super::{SECRET, Scratch, assert_exit, fctf, run, stderr, stdout};
 
-/// Mints a token with `key` and extra args; returns it without the newline.
-fn mint(key: &str, extra: &[&str]) -> String {
+/// `token mint --key-file key --team team --challenge challenge --route route`, then `extra`.
+fn mint_args<'a>(
+    key: &'a str,
+    team: &'a str,
+    challenge: &'a str,
+    route: &'a str,
+    extra: &[&'a str],
+) -> Vec<&'a str> {
     let mut args = vec![
         "token",
         "mint",
         "--key-file",
         key,
         "--team",
-        "7",
+        team,
         "--challenge",
-        "3",
+        challenge,
+        "--route",
+        route,
     ];
-    args.extend_from_slice(&["--route", "127.0.0.1:4000"]);
     args.extend_from_slice(extra);
-    let output = run(&args);
+    args
+}
+
+/// Mints a token with `key` and extra args; returns it without the newline.
+fn mint(key: &str, extra: &[&str]) -> String {
+    let output = run(&mint_args(key, "7", "3", "127.0.0.1:4000", extra));
     assert_exit(&output, 0);
     let out = stdout(&output);
     assert!(out.ends_with('\n') && out.lines().count() == 1, "{out:?}");
@@ -35,24 +47,13 @@ fn mint_piped_into_verify_round_trips() {
     let instance = "0123456789abcdef0123456789abcdef";
 
     let mut minter = fctf()
-        .args([
-            "token",
-            "mint",
-            "--key-file",
+        .args(mint_args(
             key,
-            "--team",
             "-1",
-            "--challenge",
             "3",
-        ])
-        .args([
-            "--instance",
-            instance,
-            "--route",
             "team-shared-3-web-1700000000",
-            "--ttl",
-            "600",
-        ])
+            &["--instance", instance, "--ttl", "600"],
+        ))
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -168,18 +169,7 @@ fn a_token_of_an_unknown_key_id_is_refused() {
 fn unusable_keys_and_inputs_exit_64() {
     let scratch = Scratch::new();
     let short = scratch.file("short.key", "too short\n");
-    let output = run(&[
-        "token",
-        "mint",
-        "--key-file",
-        short.to_str().unwrap(),
-        "--team",
-        "1",
-        "--challenge",
-        "1",
-        "--route",
-        "r",
-    ]);
+    let output = run(&mint_args(short.to_str().unwrap(), "1", "1", "r", &[]));
     assert_exit(&output, 64);
     assert!(
         stderr(&output).starts_with("error: using key file"),
@@ -193,18 +183,13 @@ fn unusable_keys_and_inputs_exit_64() {
     assert!(stderr(&output).starts_with("error: reading key file /nonexistent.key: "));
 
     let key = scratch.file("k1.key", SECRET);
-    let output = run(&[
-        "token",
-        "mint",
-        "--key-file",
+    let output = run(&mint_args(
         key.to_str().unwrap(),
-        "--team",
         "1",
-        "--challenge",
         "1",
-        "--route",
         "no spaces allowed",
-    ]);
+        &[],
+    ));
     assert_exit(&output, 64);
     assert!(stderr(&output).starts_with("error: minting the token: route must be"));
 
@@ -216,19 +201,12 @@ fn unusable_keys_and_inputs_exit_64() {
     assert_exit(&output, 64);
     assert!(stderr(&output).contains("standard input is empty"));
 
-    let output = run(&[
-        "token",
-        "mint",
-        "--key-file",
+    let output = run(&mint_args(
         key.to_str().unwrap(),
-        "--team",
         "1",
-        "--challenge",
         "1",
-        "--route",
         "r",
-        "--instance",
-        "NOT-HEX",
-    ]);
+        &["--instance", "NOT-HEX"],
+    ));
     assert_exit(&output, 2);
 }

@@ -418,17 +418,16 @@ mod tests {
         )
     }
 
-    /// `job` as a JSON object, for tests that edit the wire form.
-    fn wire(job: &DeployJob) -> serde_json::Map<String, serde_json::Value> {
-        match serde_json::from_slice(&job.encode()).expect("encode gives JSON") {
-            serde_json::Value::Object(map) => map,
-            other => panic!("not an object: {other}"),
-        }
-    }
-
-    fn decode_value(
-        map: serde_json::Map<String, serde_json::Value>,
+    /// Decodes the wire form of [`start_job`] after `edit` changed it as a JSON object.
+    fn decode_edited(
+        edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
     ) -> Result<DeployJob, JobDecodeError> {
+        let mut map =
+            match serde_json::from_slice(&start_job().encode()).expect("encode gives JSON") {
+                serde_json::Value::Object(map) => map,
+                other => panic!("not an object: {other}"),
+            };
+        edit(&mut map);
         DeployJob::decode(&serde_json::to_vec(&map).expect("serialize"))
     }
 
@@ -471,11 +470,12 @@ mod tests {
 
     #[test]
     fn unknown_schema_is_its_own_error_even_with_new_fields() {
-        let mut map = wire(&start_job());
-        map.insert("schema".to_owned(), 2.into());
-        map.insert("priority".to_owned(), "high".into());
+        let decoded = decode_edited(|map| {
+            map.insert("schema".to_owned(), 2.into());
+            map.insert("priority".to_owned(), "high".into());
+        });
         assert_eq!(
-            decode_value(map),
+            decoded,
             Err(JobDecodeError::UnknownSchema {
                 found: 2,
                 supported: 1
@@ -485,61 +485,59 @@ mod tests {
 
     #[test]
     fn missing_or_mistyped_schema_is_malformed() {
-        let mut map = wire(&start_job());
-        map.remove("schema");
         assert!(matches!(
-            decode_value(map),
+            decode_edited(|map| {
+                map.remove("schema");
+            }),
             Err(JobDecodeError::Malformed(_))
         ));
-        let mut map = wire(&start_job());
-        map.insert("schema".to_owned(), "1".into());
         assert!(matches!(
-            decode_value(map),
+            decode_edited(|map| {
+                map.insert("schema".to_owned(), "1".into());
+            }),
             Err(JobDecodeError::Malformed(_))
         ));
     }
 
     #[test]
     fn unknown_fields_are_refused_at_both_levels() {
-        let mut map = wire(&start_job());
-        map.insert("extra".to_owned(), true.into());
-        assert!(
-            matches!(decode_value(map), Err(JobDecodeError::Malformed(m)) if m.contains("extra"))
-        );
+        let decoded = decode_edited(|map| {
+            map.insert("extra".to_owned(), true.into());
+        });
+        assert!(matches!(decoded, Err(JobDecodeError::Malformed(m)) if m.contains("extra")));
 
-        let mut map = wire(&start_job());
-        let spec = map
-            .get_mut("spec")
-            .and_then(|s| s.as_object_mut())
-            .expect("spec");
-        spec.insert("privileged".to_owned(), true.into());
-        assert!(
-            matches!(decode_value(map), Err(JobDecodeError::Malformed(m)) if m.contains("privileged"))
-        );
+        let decoded = decode_edited(|map| {
+            let spec = map
+                .get_mut("spec")
+                .and_then(|s| s.as_object_mut())
+                .expect("spec");
+            spec.insert("privileged".to_owned(), true.into());
+        });
+        assert!(matches!(decoded, Err(JobDecodeError::Malformed(m)) if m.contains("privileged")));
     }
 
     #[test]
     fn kind_and_spec_must_agree() {
-        let mut map = wire(&start_job());
-        map.remove("spec");
         assert_eq!(
-            decode_value(map),
+            decode_edited(|map| {
+                map.remove("spec");
+            }),
             Err(JobDecodeError::Invalid(InvalidJob(
                 "a start job needs a spec"
             )))
         );
-        let mut map = wire(&start_job());
-        map.insert("kind".to_owned(), "stop".into());
         assert_eq!(
-            decode_value(map),
+            decode_edited(|map| {
+                map.insert("kind".to_owned(), "stop".into());
+            }),
             Err(JobDecodeError::Invalid(InvalidJob(
                 "a stop job carries no spec"
             )))
         );
-        let mut map = wire(&start_job());
-        map.insert("kind".to_owned(), "restart".into());
         assert!(matches!(
-            decode_value(map),
+            decode_edited(|map| {
+                map.insert("kind".to_owned(), "restart".into());
+            }),
             Err(JobDecodeError::Malformed(_))
         ));
     }

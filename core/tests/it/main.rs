@@ -8,6 +8,7 @@
 mod config;
 mod naming;
 mod queue;
+mod redis_fixture;
 mod services;
 mod signing;
 mod store;

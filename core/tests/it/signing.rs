@@ -16,7 +16,7 @@ use fctf_core::store::{RedisStore, StateStore, StoreError};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::services;
+use crate::redis_fixture::{RedisBackend, on_both_stores};
 
 type Store = Arc<dyn StateStore>;
 
@@ -57,32 +57,9 @@ async fn admit(
     .map(|_| ())
 }
 
-/// Generates, for each scenario, `signing::memory::<case>` and `signing::redis::<case>`.
-macro_rules! on_both_stores {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(std::sync::Arc::new(fctf_core::store::MemoryStore::new())).await;
-                }
-            )*
-        }
-
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let backend = super::RedisBackend::start(stringify!($case)).await;
-                    super::$case(backend.store.clone()).await;
-                    backend.clean().await;
-                }
-            )*
-        }
-    };
-}
-
+// Each scenario runs as `signing::memory::<case>` and `signing::redis::<case>`.
 on_both_stores!(
+    "signing":
     a_replayed_request_is_refused,
     a_forged_request_does_not_use_up_the_nonce,
     concurrent_replays_admit_exactly_one,
@@ -135,72 +112,13 @@ async fn concurrent_replays_admit_exactly_one(store: Store) {
     assert_eq!((admitted, replayed), (1, 63));
 }
 
-/// A [`RedisStore`] on a key prefix of its own, plus a raw connection to inspect what it wrote.
-struct RedisBackend {
-    store: Arc<RedisStore>,
-    prefix: String,
-    raw: ::redis::aio::MultiplexedConnection,
-}
-
-impl RedisBackend {
-    async fn start(case: &str) -> Self {
-        services::require_redis().await;
-        let prefix = services::unique_prefix(&format!("signing-{case}"));
-        let store = RedisStore::connect(&services::redis_url(), &prefix, Duration::from_secs(2))
-            .await
-            .unwrap();
-        let raw = ::redis::Client::open(services::redis_url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        Self {
-            store: Arc::new(store),
-            prefix,
-            raw,
-        }
-    }
-
-    /// Every key under this backend's prefix, with its remaining lifetime in milliseconds.
-    async fn keys_with_ttl(&self) -> Vec<(String, i64)> {
-        let mut raw = self.raw.clone();
-        let keys: Vec<String> = ::redis::cmd("KEYS")
-            .arg(format!("{}*", self.prefix))
-            .query_async(&mut raw)
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        for key in keys {
-            let pttl: i64 = ::redis::cmd("PTTL")
-                .arg(&key)
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-            out.push((key, pttl));
-        }
-        out
-    }
-
-    /// Delete what the test wrote (it would expire on its own within the nonce TTL anyway).
-    async fn clean(&self) {
-        let mut raw = self.raw.clone();
-        for (key, _) in self.keys_with_ttl().await {
-            let _: i64 = ::redis::cmd("DEL")
-                .arg(&key)
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-        }
-    }
-}
-
 /// The nonce is kept exactly as long as a replay could still pass the window, and no longer:
 /// one key per accepted request, expiring within [`nonce_ttl`].
 #[tokio::test]
 async fn redis_remembers_each_nonce_for_the_whole_window_and_then_forgets_it() {
-    let backend = RedisBackend::start("nonce-ttl").await;
+    let backend = RedisBackend::start("signing", "nonce-ttl").await;
     let headers = signed_now();
-    admit(&*backend.store, BODY, &headers).await.unwrap();
+    admit(&*backend.store(), BODY, &headers).await.unwrap();
 
     let written = backend.keys_with_ttl().await;
     assert_eq!(written.len(), 1, "{written:?}");
@@ -212,25 +130,25 @@ async fn redis_remembers_each_nonce_for_the_whole_window_and_then_forgets_it() {
         (ttl_ms - 1000..=ttl_ms).contains(pttl),
         "PTTL {pttl} ms, expected about {ttl_ms} ms"
     );
-    backend.clean().await;
+    backend.check_expiry_and_clean().await;
 }
 
 /// A window set in the configuration reaches the store as its TTL.
 #[tokio::test]
 async fn redis_nonce_ttl_follows_the_configured_window() {
-    let backend = RedisBackend::start("nonce-ttl-window").await;
+    let backend = RedisBackend::start("signing", "nonce-ttl-window").await;
     let window = Duration::from_secs(5);
     let now = unix_now_secs();
     let headers = sign(&key(), METHOD, PATH, BODY, now, &new_nonce()).unwrap();
     let verified = verify(&ring(), METHOD, PATH, BODY, &headers, now, window).unwrap();
-    check_replay(&*backend.store, &verified, window)
+    check_replay(&*backend.store(), &verified, window)
         .await
         .unwrap();
 
     let written = backend.keys_with_ttl().await;
     assert_eq!(written.len(), 1, "{written:?}");
     assert!((10_000..=11_000).contains(&written[0].1), "{written:?}");
-    backend.clean().await;
+    backend.check_expiry_and_clean().await;
 }
 
 mod redis_down {

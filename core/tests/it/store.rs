@@ -16,39 +16,16 @@ use fctf_core::store::{
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep};
 
-use crate::services;
+use crate::redis_fixture::{RedisBackend, on_both_stores};
 
 type Store = Arc<dyn StateStore>;
 
 /// Long enough never to expire during a test.
 const LONG: Duration = Duration::from_secs(60);
 
-/// Generates, for each case, `store::memory::<case>` and `store::redis::<case>`.
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::memory_store()).await;
-                }
-            )*
-        }
-
-        mod redis {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    let backend = super::RedisBackend::start(stringify!($case)).await;
-                    super::$case(backend.store()).await;
-                    backend.check_expiry_and_clean().await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+// Each case runs as `store::memory::<case>` and `store::redis::<case>`.
+on_both_stores!(
+    "store":
     ping_answers,
     reserve_writes_version_one_and_takes_a_slot,
     reserve_returns_the_existing_record_unchanged,
@@ -88,88 +65,6 @@ conformance!(
     concurrent_rate_limits_grant_exactly_the_burst,
 );
 
-// ---- backends ----
-
-fn memory_store() -> Store {
-    Arc::new(MemoryStore::new())
-}
-
-/// A [`RedisStore`] on a key prefix of its own, plus a raw connection to inspect what it wrote.
-struct RedisBackend {
-    store: Arc<RedisStore>,
-    prefix: String,
-    raw: ::redis::aio::MultiplexedConnection,
-}
-
-impl RedisBackend {
-    async fn start(case: &str) -> Self {
-        services::require_redis().await;
-        let prefix = services::unique_prefix(&format!("store-{case}"));
-        let store = RedisStore::connect(&services::redis_url(), &prefix, Duration::from_secs(2))
-            .await
-            .unwrap();
-        Self {
-            store: Arc::new(store),
-            prefix,
-            raw: raw_redis().await,
-        }
-    }
-
-    fn store(&self) -> Store {
-        self.store.clone()
-    }
-
-    /// The keys under this backend's prefix.
-    async fn keys(&self) -> Vec<String> {
-        let mut raw = self.raw.clone();
-        let mut keys = Vec::new();
-        let mut cursor = 0_u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = ::redis::cmd("SCAN")
-                .cursor_arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{}*", self.prefix))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-            keys.extend(batch);
-            if next == 0 {
-                return keys;
-            }
-            cursor = next;
-        }
-    }
-
-    /// Every key the store wrote must expire on its own; then delete them.
-    async fn check_expiry_and_clean(&self) {
-        let mut raw = self.raw.clone();
-        for key in self.keys().await {
-            let pttl: i64 = ::redis::cmd("PTTL")
-                .arg(&key)
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-            // -2: expired since the scan, which is fine; -1 would be a key that never expires.
-            assert_ne!(pttl, -1, "{key} has no expiry");
-            let _: i64 = ::redis::cmd("DEL")
-                .arg(&key)
-                .query_async(&mut raw)
-                .await
-                .unwrap();
-        }
-    }
-}
-
-async fn raw_redis() -> ::redis::aio::MultiplexedConnection {
-    ::redis::Client::open(services::redis_url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap()
-}
-
 // ---- helpers ----
 
 fn record(team: i64, challenge: i64) -> DeploymentRecord {
@@ -197,6 +92,14 @@ async fn reserve(
         Reservation::Reserved(stored) => stored,
         other => panic!("expected Reserved, got {other:?}"),
     }
+}
+
+/// The stored record of `team` on `challenge`, if any.
+async fn deployment(store: &Store, team: i64, challenge: i64) -> Option<DeploymentRecord> {
+    store
+        .get_deployment(TeamId(team), ChallengeId(challenge))
+        .await
+        .unwrap()
 }
 
 async fn update(store: &Store, record: &DeploymentRecord, ttl: Duration) -> DeploymentRecord {
@@ -243,13 +146,7 @@ async fn reserve_writes_version_one_and_takes_a_slot(store: Store) {
     assert_eq!(stored.route, asked.route);
     assert_eq!(stored.created_at_ms, stored.updated_at_ms);
     assert!(stored.created_at_ms + 5_000 >= before && stored.created_at_ms <= wall_ms() + 5_000);
-    assert_eq!(
-        store
-            .get_deployment(TeamId(1), ChallengeId(1))
-            .await
-            .unwrap(),
-        Some(stored)
-    );
+    assert_eq!(deployment(&store, 1, 1).await, Some(stored));
     assert_eq!(store.quota_usage(TeamId(1)).await.unwrap(), 1);
     assert_eq!(store.quota_usage(TeamId(2)).await.unwrap(), 0);
 }
@@ -262,13 +159,7 @@ async fn reserve_returns_the_existing_record_unchanged(store: Store) {
         .unwrap();
     assert_eq!(again, Reservation::AlreadyActive(first.clone()));
     assert_eq!(store.quota_usage(TeamId(1)).await.unwrap(), 1);
-    assert_eq!(
-        store
-            .get_deployment(TeamId(1), ChallengeId(1))
-            .await
-            .unwrap(),
-        Some(first)
-    );
+    assert_eq!(deployment(&store, 1, 1).await, Some(first));
 }
 
 async fn reserve_refuses_beyond_the_quota(store: Store) {
@@ -281,13 +172,7 @@ async fn reserve_refuses_beyond_the_quota(store: Store) {
             .unwrap(),
         Reservation::QuotaExceeded { active: 2 }
     );
-    assert_eq!(
-        store
-            .get_deployment(TeamId(1), ChallengeId(3))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(deployment(&store, 1, 3).await, None);
     assert_eq!(store.quota_usage(TeamId(1)).await.unwrap(), 2);
     // Quotas are per team, and a quota of zero refuses everything.
     reserve(&store, &record(2, 3), 2, LONG).await;
@@ -309,13 +194,7 @@ async fn reserve_frees_expired_slots_after_their_ttl(store: Store) {
     );
     sleep(Duration::from_millis(400)).await;
     assert_eq!(store.quota_usage(TeamId(1)).await.unwrap(), 0);
-    assert_eq!(
-        store
-            .get_deployment(TeamId(1), ChallengeId(1))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(deployment(&store, 1, 1).await, None);
     reserve(&store, &record(1, 2), 1, ttl).await;
 }
 
@@ -336,13 +215,7 @@ async fn update_bumps_the_version_and_keeps_the_creation_time(store: Store) {
     assert_eq!(updated.expires_at_ms, next.expires_at_ms);
     assert_eq!(updated.created_at_ms, reserved.created_at_ms);
     assert!(updated.updated_at_ms > reserved.updated_at_ms);
-    assert_eq!(
-        store
-            .get_deployment(TeamId(1), ChallengeId(1))
-            .await
-            .unwrap(),
-        Some(updated.clone())
-    );
+    assert_eq!(deployment(&store, 1, 1).await, Some(updated.clone()));
     let third = update(&store, &updated, LONG).await;
     assert_eq!(third.version, 3);
 }
@@ -363,13 +236,7 @@ async fn update_with_a_stale_version_conflicts(store: Store) {
         store.update_deployment(&stale, LONG).await.unwrap(),
         UpdateOutcome::Conflict(Some(current.clone()))
     );
-    assert_eq!(
-        store
-            .get_deployment(TeamId(1), ChallengeId(1))
-            .await
-            .unwrap(),
-        Some(current)
-    );
+    assert_eq!(deployment(&store, 1, 1).await, Some(current));
 }
 
 async fn update_of_another_instance_conflicts(store: Store) {
@@ -396,13 +263,7 @@ async fn update_of_a_missing_record_conflicts_with_none(store: Store) {
         store.update_deployment(&absent, LONG).await.unwrap(),
         UpdateOutcome::Conflict(None)
     );
-    assert_eq!(
-        store
-            .get_deployment(TeamId(5), ChallengeId(5))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(deployment(&store, 5, 5).await, None);
     assert_eq!(store.quota_usage(TeamId(5)).await.unwrap(), 0);
 }
 
@@ -414,13 +275,7 @@ async fn update_extends_the_record_and_its_slot(store: Store) {
     };
     update(&store, &running, LONG).await;
     sleep(Duration::from_millis(400)).await;
-    assert!(
-        store
-            .get_deployment(TeamId(1), ChallengeId(1))
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(deployment(&store, 1, 1).await.is_some());
     assert_eq!(store.quota_usage(TeamId(1)).await.unwrap(), 1);
 }
 
@@ -434,11 +289,7 @@ async fn update_to_an_inactive_state_frees_the_slot(store: Store) {
     update(&store, &failed, LONG).await;
     assert_eq!(store.quota_usage(TeamId(1)).await.unwrap(), 0);
     // The record stays readable so status can say why.
-    let kept = store
-        .get_deployment(TeamId(1), ChallengeId(1))
-        .await
-        .unwrap()
-        .unwrap();
+    let kept = deployment(&store, 1, 1).await.unwrap();
     assert_eq!(kept.state, DeploymentState::Failed);
     reserve(&store, &record(1, 2), 1, LONG).await;
 }
@@ -448,13 +299,7 @@ async fn release_frees_slot_and_record_once(store: Store) {
     let release = || store.release_instance(TeamId(1), ChallengeId(1), reserved.instance);
     assert!(release().await.unwrap());
     assert!(!release().await.unwrap());
-    assert_eq!(
-        store
-            .get_deployment(TeamId(1), ChallengeId(1))
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(deployment(&store, 1, 1).await, None);
     assert_eq!(store.quota_usage(TeamId(1)).await.unwrap(), 0);
     reserve(&store, &record(1, 2), 1, LONG).await;
 }
@@ -475,13 +320,7 @@ async fn release_of_an_old_instance_leaves_a_newer_record_alone(store: Store) {
             .await
             .unwrap()
     );
-    assert_eq!(
-        store
-            .get_deployment(TeamId(1), ChallengeId(1))
-            .await
-            .unwrap(),
-        Some(newer)
-    );
+    assert_eq!(deployment(&store, 1, 1).await, Some(newer));
     assert_eq!(store.quota_usage(TeamId(1)).await.unwrap(), 1);
 }
 
@@ -993,9 +832,9 @@ mod redis_only {
 
     #[tokio::test]
     async fn scripts_are_reloaded_after_script_flush() {
-        let backend = RedisBackend::start("script-flush").await;
+        let backend = RedisBackend::start("store", "script-flush").await;
         let store = backend.store();
-        let mut raw = backend.raw.clone();
+        let mut raw = backend.raw();
         let sha = ::redis::Script::new(include_str!("../../../lua/rate_limit.lua"))
             .get_hash()
             .to_owned();
@@ -1033,7 +872,7 @@ mod redis_only {
 
     #[tokio::test]
     async fn keys_follow_the_documented_layout() {
-        let backend = RedisBackend::start("layout").await;
+        let backend = RedisBackend::start("store", "layout").await;
         let store = backend.store();
         reserve(&store, &record(7, 3), 1, LONG).await;
         store.rate_limit("ip:1", rate(1.0, 1), 1).await.unwrap();
@@ -1049,7 +888,7 @@ mod redis_only {
             .keys()
             .await
             .into_iter()
-            .map(|k| k.strip_prefix(&backend.prefix).unwrap().to_owned())
+            .map(|k| k.strip_prefix(backend.prefix()).unwrap().to_owned())
             .collect();
         keys.sort();
         assert_eq!(
@@ -1070,11 +909,11 @@ mod redis_only {
 
     #[tokio::test]
     async fn an_unreadable_record_is_reported_as_corrupt() {
-        let backend = RedisBackend::start("corrupt").await;
+        let backend = RedisBackend::start("store", "corrupt").await;
         let store = backend.store();
-        let mut raw = backend.raw.clone();
+        let mut raw = backend.raw();
         let _: () = ::redis::cmd("SET")
-            .arg(format!("{}deploy:1:1", backend.prefix))
+            .arg(format!("{}deploy:1:1", backend.prefix()))
             .arg("not json")
             .arg("PX")
             .arg(60_000)

@@ -4,7 +4,9 @@
 use std::num::NonZeroU16;
 use std::time::Duration;
 
-use fctf_core::queue::{DeadLetterReason, JobDecodeError, QueueError, QueueStats};
+use fctf_core::queue::{
+    DeadLetterReason, DeployJob, JobConsumer, JobDecodeError, QueueError, QueueStats,
+};
 
 use super::fixture::{Backend, assert_quiet, fresh_job, job_of, next, start_job, take_parked};
 
@@ -51,7 +53,7 @@ conformance_suite!(
 async fn round_trip_delivers_what_was_published(backend: Backend) {
     let f = backend.open("round_trip", 10).await;
     let first = fresh_job();
-    let second = fctf_core::queue::DeployJob::stop(
+    let second = DeployJob::stop(
         first.team,
         first.challenge,
         first.instance,
@@ -92,6 +94,15 @@ async fn ack_removes_the_job(backend: Backend) {
     );
 }
 
+/// The next delivery must be `job` again, marked redelivered; acks it and checks nothing follows.
+async fn ack_the_redelivery(consumer: &mut JobConsumer, job: &DeployJob) {
+    let again = next(consumer).await;
+    assert_eq!(&job_of(&again), job);
+    assert!(again.redelivered());
+    again.ack().await.expect("ack");
+    assert_quiet(consumer).await;
+}
+
 async fn nack_requeues_marked_redelivered(backend: Backend) {
     let f = backend.open("nack_requeues", 10).await;
     let job = fresh_job();
@@ -100,11 +111,7 @@ async fn nack_requeues_marked_redelivered(backend: Backend) {
     let first = next(&mut consumer).await;
     assert!(!first.redelivered());
     first.nack_requeue().await.expect("nack");
-    let again = next(&mut consumer).await;
-    assert_eq!(job_of(&again), job);
-    assert!(again.redelivered());
-    again.ack().await.expect("ack");
-    assert_quiet(&mut consumer).await;
+    ack_the_redelivery(&mut consumer, &job).await;
 }
 
 async fn dropped_delivery_is_redelivered(backend: Backend) {
@@ -113,11 +120,7 @@ async fn dropped_delivery_is_redelivered(backend: Backend) {
     f.queue.publish(&job).await.expect("publish");
     let mut consumer = f.queue.consume(prefetch(1)).await.expect("consume");
     drop(next(&mut consumer).await);
-    let again = next(&mut consumer).await;
-    assert_eq!(job_of(&again), job);
-    assert!(again.redelivered());
-    again.ack().await.expect("ack");
-    assert_quiet(&mut consumer).await;
+    ack_the_redelivery(&mut consumer, &job).await;
 }
 
 async fn dropped_consumer_requeues_its_unsettled_deliveries(backend: Backend) {
