@@ -1,7 +1,9 @@
 //! `fctf check-config`: every mistake of a config file at once, or "ok".
 
 use anyhow::anyhow;
-use fctf_core::config::{self, Config, KeyEntry, KeyOrigin, ProcessSource};
+use std::path::Path;
+
+use fctf_core::config::{self, Config, ConfigErrors, KeyEntry, KeyOrigin, ProcessSource};
 
 use crate::cli::CheckConfigArgs;
 use crate::outcome::{self, Exit, Failure, OrExit as _};
@@ -23,18 +25,25 @@ pub fn run(args: &CheckConfigArgs) -> Result<Exit, Failure> {
             Ok(Exit::Ok)
         }
         Err(errors) => {
-            for error in &errors {
-                eprintln!("{error}");
-            }
-            let count = errors.len();
-            eprintln!(
-                "{}: {count} mistake{}; see docs/configuration.md",
-                path.display(),
-                if count == 1 { "" } else { "s" }
-            );
+            eprintln!("{}", mistakes(path, &errors));
             Ok(Exit::InvalidInput)
         }
     }
+}
+
+/// Every mistake, one per line, then a line that counts them.
+pub fn mistakes(path: &Path, errors: &ConfigErrors) -> String {
+    let count = errors.len();
+    let mut text = String::new();
+    for error in errors {
+        text.push_str(&format!("{error}\n"));
+    }
+    text.push_str(&format!(
+        "{}: {count} mistake{}; see docs/configuration.md",
+        path.display(),
+        if count == 1 { "" } else { "s" }
+    ));
+    text
 }
 
 /// One line saying what the config selects.

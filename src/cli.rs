@@ -15,6 +15,7 @@ Exit codes:
   64  invalid input: a config file with mistakes (each listed), unreadable or not TOML;
       a key file, argument or token input that cannot be used
   69  the role is not built yet
+  70  the role failed while running (for example a listener could not bind)
   74  output could not be written";
 
 /// FCTF: a CTF platform. One binary, one subcommand per role.
@@ -39,7 +40,9 @@ pub enum Command {
     Version,
     /// Run the whole platform in one process, on the embedded default [not built yet: issue 6].
     Up(RoleArgs),
-    /// Run the Challenge Gateway (HTTP 8080, TCP 1337) [not built yet: issue 3].
+    /// Run the Challenge Gateway (HTTP 8080, TCP 1337, admin 127.0.0.1:9100) until a signal:
+    /// SIGTERM drains, SIGINT stops at once, SIGQUIT hands the listeners to a new process.
+    #[command(after_help = EXIT_CODES)]
     Gateway(RoleArgs),
     /// Run the Contestant Service, the players' API [not built yet: issue 4].
     Contestant(RoleArgs),

@@ -43,7 +43,7 @@ fn run(command: Command) -> Result<Exit, Failure> {
             Ok(Exit::Ok)
         }
         Command::Up(args) => Ok(roles::not_built("up", 6, &args)),
-        Command::Gateway(args) => Ok(roles::not_built("gateway", 3, &args)),
+        Command::Gateway(args) => roles::gateway(&args),
         Command::Contestant(args) => Ok(roles::not_built("contestant", 4, &args)),
         Command::DeploymentCenter(args) => Ok(roles::not_built("deployment-center", 5, &args)),
         Command::Consumer(args) => Ok(roles::not_built("consumer", 5, &args)),

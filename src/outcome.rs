@@ -16,6 +16,9 @@ pub enum Exit {
     InvalidInput = 64,
     /// The role is not built yet (`EX_UNAVAILABLE`).
     Unavailable = 69,
+    /// The role failed while running: a listener could not bind, the store could not be opened
+    /// (`EX_SOFTWARE`).
+    Software = 70,
     /// Output could not be written (`EX_IOERR`).
     Io = 74,
 }

@@ -1,6 +1,24 @@
 //! fctf-gateway: the Challenge Gateway, the only door to a challenge instance.
 //!
-//! Not built yet (issue 3). It will serve HTTP on 8080 (token in `?fctftoken=`, then an
-//! instance-scoped cookie) and TCP on 1337 (token as the first line), verify every token with
-//! [`fctf_core::token`], and enforce rate limits and connection caps through
+//! HTTP (token in `?fctftoken=`, then a cookie) and TCP (token as the first line); every token is
+//! verified with [`fctf_core::token`], and rate limits and connection caps go through
 //! [`fctf_core::store::StateStore`]. This crate depends only on fctf-core.
+//!
+//! The pure decisions (routes, cookies, redirects, framing, the TCP token line) are their own
+//! modules with unit tests; [`admission`] holds the checks shared by both protocols (token cache,
+//! instance liveness, rate limits with a local fallback); [`http`] and [`tcp`] are the Pingora
+//! adapters and [`admin`] the health and metrics port. [`server`] runs it all:
+//! [`server::run_from_config`] is `fctf gateway`, [`server::spawn`] an in-process gateway.
+
+pub mod admin;
+pub mod admission;
+pub mod budget;
+pub mod cookie;
+pub mod framing;
+pub mod http;
+pub mod redirect;
+pub mod resolve;
+pub mod routing;
+pub mod server;
+pub mod tcp;
+pub mod tcp_line;

@@ -1,12 +1,17 @@
-//! Roles that are not built yet say so and exit 69, with or without a config file.
+//! Roles: `fctf gateway` loads its config (exit 64 on mistakes), serves, and stops on SIGTERM;
+//! roles that are not built yet say so and exit 69, with or without a config file.
 
-use super::{assert_exit, run, stderr};
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use super::{Scratch, assert_exit, fctf, run, stderr};
 
 #[test]
 fn unbuilt_roles_say_so_and_exit_69() {
     for (role, issue) in [
         ("up", 6),
-        ("gateway", 3),
         ("contestant", 4),
         ("deployment-center", 5),
         ("consumer", 5),
@@ -30,4 +35,104 @@ fn unbuilt_roles_say_so_and_exit_69() {
         let output = run(&[role, "--config", "fctf.toml"]);
         assert_exit(&output, 69);
     }
+}
+
+#[test]
+fn the_gateway_needs_a_valid_config() {
+    let output = run(&["gateway"]);
+    assert_exit(&output, 64);
+    assert!(stderr(&output).contains("needs its config file: -c FILE"));
+
+    let scratch = Scratch::new();
+    let bad = scratch.file(
+        "bad.toml",
+        "[gateway]\nhttp_listen = \"nowhere\"\ntcp_connections_per_token = -1\n",
+    );
+    let output = run(&["gateway", "-c", bad.to_str().unwrap()]);
+    assert_exit(&output, 64);
+    let message = stderr(&output);
+    assert!(message.contains("gateway.http_listen"), "{message}");
+    assert!(
+        message.contains("gateway.tcp_connections_per_token"),
+        "{message}"
+    );
+    assert!(message.contains("2 mistakes"), "{message}");
+}
+
+/// A port that was free a moment ago (the gateway binds it by address, as in production).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One GET on a connection of its own; the whole response.
+fn get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    Some(response)
+}
+
+#[test]
+fn the_gateway_serves_until_sigterm() {
+    let scratch = Scratch::new();
+    let (http, tcp, admin) = (free_port(), free_port(), free_port());
+    let config = scratch.file(
+        "gateway.toml",
+        &format!(
+            "[gateway]\nhttp_listen = \"127.0.0.1:{http}\"\ntcp_listen = \"127.0.0.1:{tcp}\"\n\
+             admin_listen = \"127.0.0.1:{admin}\"\n"
+        ),
+    );
+    let mut child = fctf()
+        .args(["gateway", "-c", config.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let health = loop {
+        if let Some(response) = get(admin, "/healthz") {
+            break response;
+        }
+        assert!(Instant::now() < deadline, "the admin port never answered");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the gateway exited early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    // No token, no entry: the player is told why.
+    let refused = get(http, "/").unwrap();
+    assert!(refused.starts_with("HTTP/1.1 401"), "{refused}");
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gateway did not stop after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(exit.code(), Some(0), "the gateway's exit after SIGTERM");
 }

@@ -30,7 +30,9 @@ use std::path::Path;
 
 pub use self::error::{ConfigError, ConfigErrors, ErrorKind};
 pub use self::reference::{example_toml, reference_markdown};
-pub use self::sections::{DatabaseConfig, QueueConfig, SigningConfig, StoreConfig, TokensConfig};
+pub use self::sections::{
+    DatabaseConfig, GatewayConfig, QueueConfig, SigningConfig, StoreConfig, TokensConfig,
+};
 pub use self::source::{ConfigSource, MAX_FILE_LEN, MapSource, ProcessSource};
 pub use self::values::{KeyEntry, KeyOrigin, QueueBackend, ServiceUrl, StoreBackend};
 
@@ -100,6 +102,8 @@ config_sections! {
     queue: QueueConfig,
     /// `[database]`: the database.
     database: DatabaseConfig,
+    /// `[gateway]`: the Challenge Gateway.
+    gateway: GatewayConfig,
 }
 
 impl Config {

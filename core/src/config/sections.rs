@@ -8,8 +8,11 @@
 
 use std::time::Duration;
 
-use super::schema::config_section;
-use super::values::{KeyEntry, KeyId, Name, QueueBackend, Range, ServiceUrl, StoreBackend, Url};
+use super::error::ErrorKind;
+use super::schema::{Problem, Rule, config_section};
+use super::values::{
+    KeyEntry, KeyId, ListenAddr, Name, QueueBackend, Range, ServiceUrl, StoreBackend, Url,
+};
 use crate::signing::{self, SigningKey};
 use crate::token::{self, Keyring, TokenKey, Verifier};
 
@@ -173,5 +176,103 @@ config_section! {
             check Url(&["sqlite", "mysql", "mariadb"]);
         /// Most open connections in each process's pool.
         max_connections: u32 = 16, check Range(1, 1024);
+    }
+}
+
+config_section! {
+    /// The Challenge Gateway: its listeners, where namespace routes lead, and its limits. Rates
+    /// are per second with a burst (the bucket size); the defaults are the original system's
+    /// production values.
+    pub struct GatewayConfig in "gateway" {
+        /// Address of the HTTP listener (`IP:PORT`).
+        http_listen: String = "0.0.0.0:8080".to_owned(), check ListenAddr;
+        /// Address of the TCP listener (`IP:PORT`).
+        tcp_listen: String = "0.0.0.0:1337".to_owned(), check ListenAddr;
+        /// Address of the admin listener (`/healthz`, `/readyz`, `/metrics`); keep it on
+        /// loopback or a private network.
+        admin_listen: String = "127.0.0.1:9100".to_owned(), check ListenAddr;
+        /// Cluster DNS domain of namespace routes: a route `ns` leads to
+        /// `ns-svc.ns.<cluster_domain>:<namespace_port>`.
+        cluster_domain: String = "svc.cluster.local".to_owned(),
+            check Name { max: 200, allow_empty: false };
+        /// Port of a namespace route's service.
+        namespace_port: u16 = 3333, check Range(1, 65535);
+        /// HTTP requests per second allowed to one token from one client address.
+        http_token_ip_per_sec: u32 = 100, check Range(1, 1_000_000);
+        /// Burst of `http_token_ip_per_sec`.
+        http_token_ip_burst: u32 = 200, check Range(1, 10_000_000);
+        /// HTTP requests per second allowed to one client address, all tokens together.
+        http_ip_per_sec: u32 = 500, check Range(1, 1_000_000);
+        /// Burst of `http_ip_per_sec`.
+        http_ip_burst: u32 = 1000, check Range(1, 10_000_000);
+        /// Largest request body, in bytes; a larger one is refused with 413.
+        body_limit_bytes: u64 = 10 * 1024 * 1024, check Range(0, 1 << 40);
+        /// TCP connection attempts per second allowed from one client address.
+        tcp_attempts_per_sec: u32 = 50, check Range(1, 1_000_000);
+        /// Burst of `tcp_attempts_per_sec`.
+        tcp_attempts_burst: u32 = 200, check Range(1, 10_000_000);
+        /// Most TCP sessions open through one gateway deployment (all gateways together).
+        tcp_connections_global: u32 = 4000, check Range(1, 10_000_000);
+        /// Most TCP sessions open from one client address.
+        tcp_connections_per_ip: u32 = 1000, check Range(1, 10_000_000);
+        /// Most TCP sessions open with one token.
+        tcp_connections_per_token: u32 = 15, check Range(1, 100_000);
+        /// How long a TCP client may take to send its token line, in milliseconds.
+        tcp_auth_timeout_ms: u64 = 10_000, check Range(100, 600_000);
+        /// How long the gateway trusts what it read about an instance's state, in milliseconds;
+        /// a stopped or replaced instance stops being reachable at most this long after.
+        route_cache_ms: u64 = 2000, check Range(0, 60_000);
+        /// How long a connection to an instance may take to open, in milliseconds.
+        connect_timeout_ms: u64 = 3000, check Range(1, 60_000);
+        /// What limits do while the state store is unreachable: `local` (fall back to this
+        /// gateway's own limits, counted in metrics) or `closed` (refuse with 503).
+        store_outage: String = "local".to_owned(), check OneOf(&["local", "closed"]);
+    }
+}
+
+impl GatewayConfig {
+    /// [`Self::route_cache_ms`] as a duration.
+    pub fn route_cache(&self) -> Duration {
+        Duration::from_millis(self.route_cache_ms)
+    }
+
+    /// [`Self::tcp_auth_timeout_ms`] as a duration.
+    pub fn tcp_auth_timeout(&self) -> Duration {
+        Duration::from_millis(self.tcp_auth_timeout_ms)
+    }
+
+    /// [`Self::connect_timeout_ms`] as a duration.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    /// True when limits refuse traffic while the state store is unreachable
+    /// (`store_outage = "closed"`).
+    pub fn fail_closed(&self) -> bool {
+        self.store_outage == "closed"
+    }
+}
+
+/// A string field that must be one of a few words.
+struct OneOf(&'static [&'static str]);
+
+impl Rule<String> for OneOf {
+    fn check(&self, value: &String) -> Result<(), Problem> {
+        if self.0.contains(&value.as_str()) {
+            Ok(())
+        } else {
+            Err(Problem::new(
+                ErrorKind::InvalidValue,
+                format!("must be one of {}, got {value:?}", self.describe()),
+            ))
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.0
+            .iter()
+            .map(|word| format!("`{word}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }

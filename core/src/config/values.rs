@@ -598,6 +598,30 @@ impl Rule<String> for Name {
     }
 }
 
+/// A listen address: `IP:PORT` (`0.0.0.0:8080`, `[::]:8080`, `127.0.0.1:9100`). Listeners bind
+/// addresses, not host names, so a name that resolves differently later cannot move them.
+#[derive(Debug)]
+pub(crate) struct ListenAddr;
+
+impl Rule<String> for ListenAddr {
+    fn check(&self, value: &String) -> Result<(), Problem> {
+        match value.parse::<std::net::SocketAddr>() {
+            Ok(_) => Ok(()),
+            Err(_) => Err(Problem::new(
+                ErrorKind::InvalidValue,
+                format!(
+                    "must be an IP address and port such as \"0.0.0.0:8080\" or \"[::]:8080\", got {}",
+                    toml_string(value)
+                ),
+            )),
+        }
+    }
+
+    fn describe(&self) -> String {
+        "`IP:PORT`".to_owned()
+    }
+}
+
 /// A key id: 1 to 32 characters of `A-Z a-z 0-9 _ -` (what tokens and signatures carry).
 #[derive(Debug)]
 pub(crate) struct KeyId;

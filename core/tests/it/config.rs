@@ -240,6 +240,101 @@ const FIELD_CASES: &[(&str, &str, ErrorKind)] = &[
         "database.max_connections",
         ErrorKind::OutOfRange,
     ),
+    (
+        "[gateway]\nhttp_listen = \"localhost:8080\"",
+        "gateway.http_listen",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[gateway]\ntcp_listen = \"a b\"",
+        "gateway.tcp_listen",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[gateway]\nadmin_listen = \"127.0.0.1\"",
+        "gateway.admin_listen",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[gateway]\ncluster_domain = \"\"",
+        "gateway.cluster_domain",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[gateway]\nnamespace_port = 0",
+        "gateway.namespace_port",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\nhttp_token_ip_per_sec = 0",
+        "gateway.http_token_ip_per_sec",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\nhttp_token_ip_burst = 0",
+        "gateway.http_token_ip_burst",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\nhttp_ip_per_sec = 0",
+        "gateway.http_ip_per_sec",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\nhttp_ip_burst = 0",
+        "gateway.http_ip_burst",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\nbody_limit_bytes = 2199023255553",
+        "gateway.body_limit_bytes",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\ntcp_attempts_per_sec = 0",
+        "gateway.tcp_attempts_per_sec",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\ntcp_attempts_burst = 0",
+        "gateway.tcp_attempts_burst",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\ntcp_connections_global = 0",
+        "gateway.tcp_connections_global",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\ntcp_connections_per_ip = 0",
+        "gateway.tcp_connections_per_ip",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\ntcp_connections_per_token = 0",
+        "gateway.tcp_connections_per_token",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\ntcp_auth_timeout_ms = 10",
+        "gateway.tcp_auth_timeout_ms",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\nroute_cache_ms = 60001",
+        "gateway.route_cache_ms",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\nconnect_timeout_ms = 0",
+        "gateway.connect_timeout_ms",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\nstore_outage = \"open\"",
+        "gateway.store_outage",
+        ErrorKind::InvalidValue,
+    ),
 ];
 
 #[test]
@@ -301,7 +396,7 @@ fn unknown_keys_and_sections_are_mistakes_with_suggestions() {
     assert_eq!(error.path, "stroe");
     assert_eq!(error.hint.as_deref(), Some("did you mean `store`?"));
 
-    let error = single_error("[gateway]\nport = 1");
+    let error = single_error("[frontend]\nport = 1");
     assert_eq!(error.kind, ErrorKind::UnknownKey);
     assert!(error.hint.unwrap().starts_with("known: tokens, signing"));
 
@@ -590,7 +685,7 @@ fn a_mistyped_environment_variable_is_a_mistake() {
             Some(format!("did you mean {suggestion}?").as_str())
         );
     }
-    let errors = errors("", &MapSource::new().with_env("FCTF_GATEWAY__LISTEN", "x"));
+    let errors = errors("", &MapSource::new().with_env("FCTF_FRONTEND__LISTEN", "x"));
     assert!(
         errors.0[0]
             .hint

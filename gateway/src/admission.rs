@@ -1,0 +1,666 @@
+//! Admission: may this token, from this address, reach its instance now?
+//!
+//! Three checks, cheapest first, shared by the HTTP and TCP gateways:
+//!
+//! 1. [`Admission::verify`]: the token is authentic and valid (no store involved: a token check
+//!    never fails because Redis is down). Verified tokens are cached until their `exp`, keyed by
+//!    [`keys::digest`] of the token, so a cache hit costs one SHA-256 and no HMAC or JSON work.
+//! 2. [`Admission::check_live`]: the token's instance is still the Running one of its (team,
+//!    challenge); the store's answer is cached briefly (`gateway.route_cache_ms`), so a stopped or
+//!    replaced instance is unreachable at most that long after.
+//! 3. [`Admission::limit`]: a rate limit on the store's clock, shared by every gateway. When the
+//!    store is unreachable, limits fall back to this process's own GCRA buckets (or refuse, in
+//!    fail-closed mode); every fallback is counted.
+//!
+//! Buckets with a burst of 20 or more spend tokens pre-allocated in batches ([`crate::budget`]),
+//! so most requests pay no store round trip.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fctf_core::ids::{ChallengeId, InstanceId, TeamId};
+use fctf_core::store::gcra::Gcra;
+use fctf_core::store::{DeploymentState, RateLimit, StateStore, keys};
+use fctf_core::token::{Claims, TokenError, Verifier};
+use moka::ops::compute::Op;
+
+use crate::budget::{self, LocalBudget, Spend};
+use crate::routing::{RouteError, Routing, Upstream};
+
+/// Most verified tokens kept at once. Only authentic tokens enter, so a flood of forged ones
+/// cannot evict the real ones; each entry is well under 1 KiB.
+const GRANT_CACHE_CAPACITY: u64 = 200_000;
+
+/// Most instances whose liveness is cached at once.
+const LIVENESS_CACHE_CAPACITY: u64 = 100_000;
+
+/// Most local (fallback) rate-limit buckets; idle ones go first.
+const LOCAL_BUCKETS_CAPACITY: u64 = 200_000;
+
+/// A verified token: its claims and where its route leads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Grant {
+    /// The token's claims.
+    pub claims: Claims,
+    /// The upstream the route names (not yet resolved when it is a host name).
+    pub upstream: Upstream,
+    /// [`keys::digest`] of the token: the token's name in store keys and logs.
+    pub digest: String,
+}
+
+impl Grant {
+    /// Whole seconds until the token expires (0 once past `exp`).
+    pub fn secs_left(&self, now_unix: u64) -> u64 {
+        self.claims.exp.saturating_sub(now_unix)
+    }
+}
+
+/// Why a request or connection is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No token was presented.
+    #[error("missing token")]
+    MissingToken,
+    /// The token was refused by the verifier.
+    #[error("{}", .0.reason())]
+    Token(TokenError),
+    /// The token is authentic but its route is unusable (a minting bug, not the player's).
+    #[error("token route is invalid")]
+    BadRoute,
+    /// The token's instance is no longer the live one (stopped, or replaced by a newer start).
+    #[error("this instance is no longer running; open the challenge again")]
+    NotLive,
+    /// A rate limit refused; retry after the given time.
+    #[error("too many requests")]
+    Limited {
+        /// How long until the bucket allows one more.
+        retry_after: Duration,
+    },
+    /// The state store is unreachable and limits are configured to fail closed.
+    #[error("temporarily unavailable")]
+    StoreDown,
+}
+
+impl Refusal {
+    /// The HTTP status for this refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            Refusal::MissingToken | Refusal::Token(_) => 401,
+            Refusal::BadRoute | Refusal::NotLive => 403,
+            Refusal::Limited { .. } => 429,
+            Refusal::StoreDown => 503,
+        }
+    }
+
+    /// Metrics label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Refusal::MissingToken => "missing_token",
+            Refusal::Token(e) => e.kind(),
+            Refusal::BadRoute => "bad_route",
+            Refusal::NotLive => "not_live",
+            Refusal::Limited { .. } => "rate_limited",
+            Refusal::StoreDown => "store_down",
+        }
+    }
+
+    /// Whole seconds for a `Retry-After` header, when one applies (at least 1).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Refusal::Limited { retry_after } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+                    .map(|s| s.max(1))
+            }
+            Refusal::StoreDown => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// What admission needs to know, from `[gateway]` and `[tokens]`.
+#[derive(Clone, Debug)]
+pub struct AdmissionSettings {
+    /// How namespace routes map to services.
+    pub routing: Routing,
+    /// How long a liveness answer from the store is trusted (zero: never cached).
+    pub route_cache: Duration,
+    /// Refuse (503) instead of falling back to local limits while the store is unreachable.
+    pub fail_closed: bool,
+}
+
+/// Counters for metrics; all monotonic.
+#[derive(Debug, Default)]
+pub struct AdmissionCounters {
+    /// Verifications answered from the token cache.
+    pub token_cache_hits: AtomicU64,
+    /// Verifications that ran the verifier.
+    pub token_cache_misses: AtomicU64,
+    /// Liveness checks answered from the cache.
+    pub liveness_cache_hits: AtomicU64,
+    /// Store calls that failed, so a fallback (or a fail-closed refusal) decided instead.
+    pub store_fallbacks: AtomicU64,
+    /// Rate-limit calls to the store (one per batch for batched buckets).
+    pub limit_store_calls: AtomicU64,
+}
+
+/// The admission checks, shared by every request and connection of a gateway process.
+#[derive(Debug)]
+pub struct Admission {
+    verifier: Verifier,
+    settings: AdmissionSettings,
+    store: Arc<dyn StateStore>,
+    grants: moka::sync::Cache<String, Arc<Grant>>,
+    liveness: Option<moka::sync::Cache<(TeamId, ChallengeId), Option<InstanceId>>>,
+    local: LocalLimits,
+    budgets: moka::sync::Cache<String, Arc<parking_lot::Mutex<LocalBudget>>>,
+    counters: AdmissionCounters,
+}
+
+impl Admission {
+    /// Admission with `verifier`'s keys, `store` for liveness and limits, and `settings`.
+    pub fn new(
+        verifier: Verifier,
+        store: Arc<dyn StateStore>,
+        settings: AdmissionSettings,
+    ) -> Self {
+        let grants = moka::sync::Cache::builder()
+            .max_capacity(GRANT_CACHE_CAPACITY)
+            .expire_after(UntilExpiry)
+            .build();
+        let liveness = (!settings.route_cache.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(LIVENESS_CACHE_CAPACITY)
+                .time_to_live(settings.route_cache)
+                .build()
+        });
+        Admission {
+            verifier,
+            settings,
+            store,
+            grants,
+            liveness,
+            local: LocalLimits::new(),
+            budgets: moka::sync::Cache::builder()
+                .max_capacity(LOCAL_BUCKETS_CAPACITY)
+                // Held tokens lapse within a second anyway.
+                .time_to_idle(Duration::from_secs(10))
+                .build(),
+            counters: AdmissionCounters::default(),
+        }
+    }
+
+    /// The counters, for metrics.
+    pub fn counters(&self) -> &AdmissionCounters {
+        &self.counters
+    }
+
+    /// True when limits refuse while the store is unreachable (instead of falling back).
+    pub fn fails_closed(&self) -> bool {
+        self.settings.fail_closed
+    }
+
+    /// The store limits and liveness go through.
+    pub fn store(&self) -> &Arc<dyn StateStore> {
+        &self.store
+    }
+
+    /// The grant of `token` if it is authentic and valid at `now_unix`.
+    pub fn verify(&self, token: &str, now_unix: u64) -> Result<Arc<Grant>, Refusal> {
+        if token.len() > fctf_core::token::MAX_TOKEN_LEN {
+            // Refused before hashing, like the verifier would.
+            return Err(Refusal::Token(TokenError::TooLong));
+        }
+        let digest = keys::digest(token.as_bytes());
+        if let Some(grant) = self.grants.get(&digest) {
+            // Past `exp`, only the verifier knows the skew rules: ask it again.
+            if now_unix <= grant.claims.exp {
+                self.counters
+                    .token_cache_hits
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok(grant);
+            }
+        }
+        self.counters
+            .token_cache_misses
+            .fetch_add(1, Ordering::Relaxed);
+        let claims = self
+            .verifier
+            .verify(token, now_unix)
+            .map_err(Refusal::Token)?;
+        let upstream = self
+            .settings
+            .routing
+            .upstream(&claims.route)
+            .map_err(|_: RouteError| Refusal::BadRoute)?;
+        let grant = Arc::new(Grant {
+            claims,
+            upstream,
+            digest: digest.clone(),
+        });
+        // Tokens in their skew margin past `exp` are not cached: every use re-verifies them.
+        if now_unix <= grant.claims.exp {
+            self.grants.insert(digest, Arc::clone(&grant));
+        }
+        Ok(grant)
+    }
+
+    /// Ok when the grant's instance is the Running instance of its (team, challenge).
+    ///
+    /// While the store is unreachable (and nothing is cached), the instance counts as live
+    /// unless limits fail closed: the token itself was verified, and a stopped instance is
+    /// unreachable anyway.
+    pub async fn check_live(&self, grant: &Grant) -> Result<(), Refusal> {
+        let key = (grant.claims.team, grant.claims.challenge);
+        let cached = self.liveness.as_ref().and_then(|cache| cache.get(&key));
+        let running = match cached {
+            Some(running) => {
+                self.counters
+                    .liveness_cache_hits
+                    .fetch_add(1, Ordering::Relaxed);
+                running
+            }
+            None => match self.store.get_deployment(key.0, key.1).await {
+                Ok(record) => {
+                    let running = record
+                        .filter(|r| r.state == DeploymentState::Running)
+                        .map(|r| r.instance);
+                    if let Some(cache) = &self.liveness {
+                        cache.insert(key, running);
+                    }
+                    running
+                }
+                Err(error) => {
+                    self.counters
+                        .store_fallbacks
+                        .fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, "liveness check without the store");
+                    return if self.settings.fail_closed {
+                        Err(Refusal::StoreDown)
+                    } else {
+                        Ok(())
+                    };
+                }
+            },
+        };
+        if running == Some(grant.claims.instance) {
+            Ok(())
+        } else {
+            Err(Refusal::NotLive)
+        }
+    }
+
+    /// Forgets what is cached about the instance of (team, challenge), so the next request
+    /// asks the store (for a stop notification).
+    pub fn forget_instance(&self, team: TeamId, challenge: ChallengeId) {
+        if let Some(cache) = &self.liveness {
+            cache.invalidate(&(team, challenge));
+        }
+    }
+
+    /// Takes one token from the bucket `name` (a store rate-limit name: never a raw secret).
+    ///
+    /// Buckets with a burst of 20 or more are served from tokens pre-allocated in batches
+    /// ([`crate::budget`]): one store call per batch. Smaller ones ask the store every time,
+    /// which also gives an exact `Retry-After`.
+    pub async fn limit(&self, name: &str, limit: RateLimit) -> Result<(), Refusal> {
+        let batch = budget::batch_size(limit);
+        if batch <= 1 {
+            self.counters
+                .limit_store_calls
+                .fetch_add(1, Ordering::Relaxed);
+            return match self.store.rate_limit(name, limit, 1).await {
+                Ok(decision) if decision.allowed => Ok(()),
+                Ok(decision) => Err(Refusal::Limited {
+                    retry_after: decision.retry_after,
+                }),
+                Err(error) => self.limit_without_store(name, limit, &error),
+            };
+        }
+        let held = self.budgets.get_with_by_ref(name, || {
+            Arc::new(parking_lot::Mutex::new(LocalBudget::default()))
+        });
+        let take = {
+            let mut held = held.lock();
+            match held.spend(Instant::now()) {
+                Spend::Spent => return Ok(()),
+                Spend::Empty { retry_after } => return Err(Refusal::Limited { retry_after }),
+                Spend::Refill => held.next_batch(batch),
+            }
+        };
+        self.counters
+            .limit_store_calls
+            .fetch_add(1, Ordering::Relaxed);
+        match self.store.rate_take(name, limit, take).await {
+            Ok(taken) => {
+                if held.lock().refilled(taken, limit, Instant::now()) {
+                    Ok(())
+                } else {
+                    Err(Refusal::Limited {
+                        retry_after: budget::interval(limit),
+                    })
+                }
+            }
+            Err(error) => self.limit_without_store(name, limit, &error),
+        }
+    }
+
+    /// The decision of a limit while the store is unreachable: this process's own bucket, or a
+    /// refusal when failing closed.
+    fn limit_without_store(
+        &self,
+        name: &str,
+        limit: RateLimit,
+        error: &fctf_core::store::StoreError,
+    ) -> Result<(), Refusal> {
+        self.counters
+            .store_fallbacks
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(%error, "rate limit without the store");
+        if self.settings.fail_closed {
+            Err(Refusal::StoreDown)
+        } else {
+            self.local.check(name, limit)
+        }
+    }
+}
+
+/// Grants expire from the cache when their token does.
+struct UntilExpiry;
+
+impl moka::Expiry<String, Arc<Grant>> for UntilExpiry {
+    fn expire_after_create(&self, _: &String, grant: &Arc<Grant>, _: Instant) -> Option<Duration> {
+        let now = fctf_core::clock::unix_now_secs();
+        Some(Duration::from_secs(grant.secs_left(now)))
+    }
+}
+
+/// This process's own GCRA buckets: the fallback while the store is unreachable.
+#[derive(Debug)]
+struct LocalLimits {
+    epoch: Instant,
+    buckets: moka::sync::Cache<String, u64>,
+}
+
+impl LocalLimits {
+    fn new() -> Self {
+        LocalLimits {
+            epoch: Instant::now(),
+            buckets: moka::sync::Cache::builder()
+                .max_capacity(LOCAL_BUCKETS_CAPACITY)
+                // A bucket idle this long is full again for any rate we configure.
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
+        }
+    }
+
+    fn check(&self, name: &str, limit: RateLimit) -> Result<(), Refusal> {
+        let gcra = Gcra::new(limit);
+        let now_us = u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let mut decision = None;
+        self.buckets
+            .entry(name.to_owned())
+            .and_compute_with(|entry| {
+                let checked = gcra.check(entry.map(|e| e.into_value()), now_us, 1);
+                decision = Some(checked.decision);
+                match checked.new_tat {
+                    Some(tat) => Op::Put(tat),
+                    None => Op::Nop,
+                }
+            });
+        match decision {
+            Some(d) if !d.allowed => Err(Refusal::Limited {
+                retry_after: d.retry_after,
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The part of a client address that limits count against: an IPv4 address, or the /64 of an
+/// IPv6 one (one subscriber usually holds a whole /64). IPv4-mapped IPv6 counts as IPv4.
+pub fn client_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fctf_core::store::{DeploymentRecord, MemoryStore};
+    use fctf_core::token::{Keyring, TokenKey, mint};
+
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn key() -> TokenKey {
+        TokenKey::new("k1", vec![7u8; 32]).unwrap()
+    }
+
+    fn claims(instance: InstanceId) -> Claims {
+        Claims {
+            kid: "k1".into(),
+            team: TeamId(7),
+            challenge: ChallengeId(3),
+            instance,
+            route: "127.0.0.1:9".into(),
+            iat: NOW - 10,
+            exp: NOW + 100,
+        }
+    }
+
+    fn admission(store: Arc<dyn StateStore>, fail_closed: bool) -> Admission {
+        let verifier = Verifier::new(Keyring::new(vec![key()]).unwrap(), Duration::from_secs(30));
+        Admission::new(
+            verifier,
+            store,
+            AdmissionSettings {
+                routing: Routing::new("svc.cluster.local", 3333),
+                route_cache: Duration::from_secs(60),
+                fail_closed,
+            },
+        )
+    }
+
+    fn record(instance: InstanceId, state: DeploymentState) -> DeploymentRecord {
+        DeploymentRecord {
+            team: TeamId(7),
+            challenge: ChallengeId(3),
+            instance,
+            state,
+            version: 0,
+            route: Some("127.0.0.1:9".into()),
+            reason: None,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            expires_at_ms: None,
+        }
+    }
+
+    #[test]
+    fn verified_tokens_are_cached_and_forged_ones_refused() {
+        let adm = admission(Arc::new(MemoryStore::new()), false);
+        let token = mint(&key(), &claims(InstanceId::new())).unwrap();
+        let grant = adm.verify(&token, NOW).unwrap();
+        assert_eq!(
+            grant.upstream,
+            Upstream::Addr("127.0.0.1:9".parse().unwrap())
+        );
+        assert_eq!(grant.digest, keys::digest(token.as_bytes()));
+        assert_eq!(adm.verify(&token, NOW).unwrap(), grant);
+        assert_eq!(adm.counters().token_cache_hits.load(Ordering::Relaxed), 1);
+        // Past exp, the cache does not answer: the verifier applies its skew.
+        assert!(adm.verify(&token, NOW + 120).is_ok());
+        assert_eq!(
+            adm.verify(&token, NOW + 131),
+            Err(Refusal::Token(TokenError::Expired))
+        );
+        let mut forged = token.clone();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'Q' } else { 'A' });
+        assert!(matches!(adm.verify(&forged, NOW), Err(Refusal::Token(_))));
+        assert_eq!(Refusal::Token(TokenError::BadSignature).status(), 401);
+    }
+
+    #[tokio::test]
+    async fn only_the_running_instance_is_live() {
+        let store = Arc::new(MemoryStore::new());
+        let adm = admission(store.clone(), false);
+        let live = InstanceId::new();
+        let token = mint(&key(), &claims(live)).unwrap();
+        let grant = adm.verify(&token, NOW).unwrap();
+        assert_eq!(adm.check_live(&grant).await, Err(Refusal::NotLive));
+        adm.forget_instance(TeamId(7), ChallengeId(3));
+
+        let reserved = store
+            .reserve_instance(
+                &record(live, DeploymentState::Queued),
+                3,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap();
+        let fctf_core::store::Reservation::Reserved(mut rec) = reserved else {
+            panic!("not reserved: {reserved:?}");
+        };
+        assert_eq!(adm.check_live(&grant).await, Err(Refusal::NotLive));
+        adm.forget_instance(TeamId(7), ChallengeId(3));
+        rec.state = DeploymentState::Running;
+        store
+            .update_deployment(&rec, Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert_eq!(adm.check_live(&grant).await, Ok(()));
+        assert_eq!(adm.check_live(&grant).await, Ok(()));
+        assert_eq!(
+            adm.counters().liveness_cache_hits.load(Ordering::Relaxed),
+            1
+        );
+
+        let other = adm
+            .verify(&mint(&key(), &claims(InstanceId::new())).unwrap(), NOW)
+            .unwrap();
+        assert_eq!(adm.check_live(&other).await, Err(Refusal::NotLive));
+    }
+
+    #[tokio::test]
+    async fn limits_refuse_with_retry_after() {
+        let adm = admission(Arc::new(MemoryStore::new()), false);
+        let limit = RateLimit {
+            per_second: 1.0,
+            burst: 2,
+        };
+        assert_eq!(adm.limit("t:a", limit).await, Ok(()));
+        assert_eq!(adm.limit("t:a", limit).await, Ok(()));
+        let refused = adm.limit("t:a", limit).await.unwrap_err();
+        assert_eq!(refused.status(), 429);
+        assert_eq!(refused.retry_after_secs(), Some(1));
+        assert_eq!(adm.limit("t:b", limit).await, Ok(()));
+    }
+
+    /// A Redis store on a port where nothing listens: every call is `Unavailable`.
+    fn unreachable_store() -> Arc<dyn StateStore> {
+        let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}", dead.local_addr().unwrap());
+        drop(dead);
+        Arc::new(
+            fctf_core::store::RedisStore::connect_lazy(&url, "t:", Duration::from_millis(200))
+                .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_store_outage_falls_back_to_local_limits_or_fails_closed() {
+        let limit = RateLimit {
+            per_second: 0.01,
+            burst: 1,
+        };
+        let open = admission(unreachable_store(), false);
+        assert_eq!(open.limit("x", limit).await, Ok(()));
+        assert!(matches!(
+            open.limit("x", limit).await,
+            Err(Refusal::Limited { .. })
+        ));
+        let grant = open
+            .verify(&mint(&key(), &claims(InstanceId::new())).unwrap(), NOW)
+            .unwrap();
+        assert_eq!(open.check_live(&grant).await, Ok(()));
+        assert_eq!(open.counters().store_fallbacks.load(Ordering::Relaxed), 3);
+
+        let closed = admission(unreachable_store(), true);
+        assert_eq!(closed.limit("x", limit).await, Err(Refusal::StoreDown));
+        assert_eq!(closed.check_live(&grant).await, Err(Refusal::StoreDown));
+        assert_eq!(Refusal::StoreDown.status(), 503);
+    }
+
+    #[tokio::test]
+    async fn large_buckets_take_tokens_in_batches() {
+        let store = Arc::new(MemoryStore::new());
+        let adm = admission(store.clone(), false);
+        let limit = RateLimit {
+            per_second: 0.001,
+            burst: 100,
+        };
+        let calls = || adm.counters().limit_store_calls.load(Ordering::Relaxed);
+        // Batches of 1, 2, 4, 8, then the largest (10): 15 requests, 4 store calls.
+        for _ in 0..15 {
+            assert_eq!(adm.limit("big", limit).await, Ok(()));
+        }
+        assert_eq!(calls(), 4);
+        assert_eq!(adm.limit("big", limit).await, Ok(()));
+        assert_eq!(calls(), 5);
+        // The shared bucket shows the whole batch as spent: 1 + 2 + 4 + 8 + 10.
+        let left = store.rate_limit("big", limit, 0).await.unwrap();
+        assert_eq!(left.remaining, 75);
+        for _ in 16..100 {
+            assert_eq!(adm.limit("big", limit).await, Ok(()));
+        }
+        assert_eq!(calls(), 13);
+        assert!(matches!(
+            adm.limit("big", limit).await,
+            Err(Refusal::Limited { .. })
+        ));
+        // An empty bucket is not asked again until a token could exist.
+        assert!(adm.limit("big", limit).await.is_err());
+        assert_eq!(calls(), 14);
+    }
+
+    #[test]
+    fn local_limits_are_gcra_buckets() {
+        let local = LocalLimits::new();
+        let limit = RateLimit {
+            per_second: 0.01,
+            burst: 2,
+        };
+        assert!(local.check("x", limit).is_ok());
+        assert!(local.check("x", limit).is_ok());
+        let Err(Refusal::Limited { retry_after }) = local.check("x", limit) else {
+            panic!("third call allowed");
+        };
+        assert!(retry_after > Duration::from_secs(90));
+        assert!(local.check("y", limit).is_ok());
+    }
+
+    #[test]
+    fn client_keys_group_ipv6_by_slash_64() {
+        assert_eq!(client_key("10.0.0.1".parse().unwrap()), "10.0.0.1");
+        assert_eq!(client_key("::ffff:10.0.0.1".parse().unwrap()), "10.0.0.1");
+        assert_eq!(
+            client_key("2001:db8:1:2:aa::1".parse().unwrap()),
+            client_key("2001:db8:1:2:bb::9".parse().unwrap())
+        );
+        assert_eq!(
+            client_key("2001:db8:1:2::1".parse().unwrap()),
+            "2001:db8:1:2::/64"
+        );
+    }
+}

@@ -1,0 +1,391 @@
+//! The HTTP gateway: a Pingora [`ProxyHttp`] that admits each request and proxies it to its
+//! instance.
+//!
+//! - First visit `/<path>?fctftoken=<token>`: verify, token+IP limit, then a 302 to the same
+//!   path without the token, setting the gateway cookie (`Cache-Control: no-store`,
+//!   `Referrer-Policy: no-referrer`).
+//! - Every other request: token from the cookie, verify, liveness, per-IP and token+IP limits,
+//!   then proxy to the route with the gateway cookie removed and `X-Forwarded-For`/`-Proto` set.
+//! - Framing stricter than Pingora's ([`crate::framing`]) is checked before anything else.
+//!
+//! Every early answer closes the connection: a body the client sent with a refused request is
+//! never read, so it can never be parsed as a second request (TEST-PLAN T06).
+
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use fctf_core::store::RateLimit;
+use http::header;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::modules::http::HttpModules;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorSource, ErrorType};
+
+use crate::admission::{Admission, Grant, Refusal, client_key};
+use crate::cookie;
+use crate::framing;
+use crate::redirect;
+use crate::resolve::Resolver;
+
+/// The HTTP limits, per second with a burst.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct HttpLimits {
+    /// Requests of one token from one client address.
+    pub token_ip: RateLimit,
+    /// Requests of one client address, all tokens together.
+    pub ip: RateLimit,
+}
+
+/// Settings of the HTTP gateway.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// The rate limits.
+    pub limits: HttpLimits,
+    /// Largest request body, in bytes (413 beyond).
+    pub body_limit: u64,
+    /// Longest TCP connect to an instance.
+    pub connect_timeout: Duration,
+    /// True on a TLS listener: the `__Host-` cookie, Secure, `X-Forwarded-Proto: https`.
+    pub tls: bool,
+}
+
+/// Counters for metrics; all monotonic.
+#[derive(Debug, Default)]
+pub struct HttpCounters {
+    /// Responses by status class: index 1 for 1xx up to 5 for 5xx; 0 when nothing was sent.
+    pub responses_by_class: [AtomicU64; 6],
+}
+
+/// The HTTP gateway's proxy logic.
+#[derive(Debug)]
+pub struct HttpGateway {
+    admission: Arc<Admission>,
+    resolver: Resolver,
+    settings: HttpSettings,
+    counters: Arc<HttpCounters>,
+}
+
+impl HttpGateway {
+    /// A gateway admitting requests with `admission`.
+    pub fn new(admission: Arc<Admission>, settings: HttpSettings) -> Self {
+        HttpGateway {
+            admission,
+            resolver: Resolver::new(),
+            settings,
+            counters: Arc::default(),
+        }
+    }
+
+    /// The counters, for metrics.
+    pub fn counters(&self) -> &Arc<HttpCounters> {
+        &self.counters
+    }
+
+    /// The admission checks (for metrics).
+    pub fn admission(&self) -> &Arc<Admission> {
+        &self.admission
+    }
+
+    /// The admission of a request: the early answer to write, or `None` to proxy.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Option<EarlyAnswer> {
+        let req = session.req_header();
+        let raw = session
+            .as_downstream()
+            .as_http1()
+            .map(|h1| h1.get_headers_raw_bytes());
+        if let Err(error) = framing::check(req.version, &req.headers, raw.as_deref()) {
+            return Some(EarlyAnswer::text(error.status(), &error.to_string()));
+        }
+        if let Some(length) = req.headers.get(header::CONTENT_LENGTH) {
+            // Digits only (checked above); an overflow is over any limit.
+            let length = std::str::from_utf8(length.as_bytes())
+                .ok()
+                .and_then(|l| l.parse::<u64>().ok())
+                .unwrap_or(u64::MAX);
+            if length > self.settings.body_limit {
+                return Some(EarlyAnswer::text(413, "request body too large"));
+            }
+        }
+        let client = ctx.client;
+        let now = fctf_core::clock::unix_now_secs();
+
+        if let Some(visit) = redirect::token_visit(req.raw_path()) {
+            let grant = match self.admission.verify(visit.token, now) {
+                Ok(grant) => grant,
+                Err(refusal) => return Some(EarlyAnswer::refusal(refusal)),
+            };
+            if let Err(refusal) = self.limit_token_ip(&grant, client).await {
+                return Some(EarlyAnswer::refusal(refusal));
+            }
+            let set_cookie =
+                cookie::set_cookie(visit.token, grant.secs_left(now), self.settings.tls);
+            return Some(EarlyAnswer::redirect(visit.location, set_cookie));
+        }
+
+        let cookies = req
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes());
+        let Some(token) = cookie::token_from_cookies(cookies) else {
+            return Some(EarlyAnswer::refusal(Refusal::MissingToken));
+        };
+        let grant = match self.admission.verify(token, now) {
+            Ok(grant) => grant,
+            Err(refusal) => return Some(EarlyAnswer::refusal(refusal)),
+        };
+        if let Err(refusal) = self.admission.check_live(&grant).await {
+            return Some(EarlyAnswer::refusal(refusal));
+        }
+        let ip_name = format!("gw:http:ip:{}", client_key(client));
+        if let Err(refusal) = self
+            .admission
+            .limit(&ip_name, self.settings.limits.ip)
+            .await
+        {
+            return Some(EarlyAnswer::refusal(refusal));
+        }
+        if let Err(refusal) = self.limit_token_ip(&grant, client).await {
+            return Some(EarlyAnswer::refusal(refusal));
+        }
+        match self.resolver.resolve(&grant.upstream).await {
+            Some(addr) => ctx.upstream = Some(addr),
+            None => return Some(EarlyAnswer::text(502, "challenge instance unreachable")),
+        }
+        ctx.grant = Some(grant);
+        None
+    }
+
+    async fn limit_token_ip(&self, grant: &Grant, client: IpAddr) -> Result<(), Refusal> {
+        let name = format!("gw:http:tip:{}:{}", grant.digest, client_key(client));
+        self.admission
+            .limit(&name, self.settings.limits.token_ip)
+            .await
+    }
+}
+
+/// Per-request state.
+#[derive(Debug)]
+pub struct RequestCtx {
+    client: IpAddr,
+    grant: Option<Arc<Grant>>,
+    upstream: Option<SocketAddr>,
+    body_bytes: u64,
+}
+
+/// A response the gateway writes itself, instead of proxying.
+#[derive(Debug)]
+struct EarlyAnswer {
+    status: u16,
+    headers: Vec<(header::HeaderName, String)>,
+    body: Bytes,
+}
+
+impl EarlyAnswer {
+    fn text(status: u16, text: &str) -> Self {
+        let reason = http::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("Error");
+        EarlyAnswer {
+            status,
+            headers: vec![(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned())],
+            body: Bytes::from(format!("{status} {reason}: {text}\n")),
+        }
+    }
+
+    fn refusal(refusal: Refusal) -> Self {
+        let mut answer = Self::text(refusal.status(), &refusal.to_string());
+        if let Some(secs) = refusal.retry_after_secs() {
+            answer.headers.push((header::RETRY_AFTER, secs.to_string()));
+        }
+        answer
+    }
+
+    fn redirect(location: String, set_cookie: String) -> Self {
+        EarlyAnswer {
+            status: 302,
+            headers: vec![
+                (header::LOCATION, location),
+                (header::SET_COOKIE, set_cookie),
+                (header::REFERRER_POLICY, "no-referrer".to_owned()),
+            ],
+            body: Bytes::new(),
+        }
+    }
+
+    /// Writes the answer and closes the connection afterwards.
+    async fn write(self, session: &mut Session) -> pingora::Result<()> {
+        let mut resp = ResponseHeader::build(self.status, Some(self.headers.len() + 3))?;
+        for (name, value) in self.headers {
+            resp.append_header(name, value)?;
+        }
+        resp.insert_header(header::CACHE_CONTROL, "no-store")?;
+        resp.set_content_length(self.body.len())?;
+        // Keep-alive off and the body unread: whatever the client sent after this request's
+        // header is never parsed.
+        session
+            .as_downstream_mut()
+            .write_error_response(resp, self.body)
+            .await
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for HttpGateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx {
+            client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            grant: None,
+            upstream: None,
+            body_bytes: 0,
+        }
+    }
+
+    fn init_downstream_modules(&self, _modules: &mut HttpModules) {
+        // No modules: the default adds a disabled compression module that still costs a
+        // context allocation and filter calls per request.
+    }
+
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<bool> {
+        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+            ctx.client = addr.ip();
+        }
+        match self.admit(session, ctx).await {
+            Some(answer) => {
+                answer.write(session).await?;
+                Ok(true)
+            }
+            None => {
+                if session.is_upgrade_req() {
+                    // A WebSocket may stay idle far longer than a request.
+                    session.set_read_timeout(None);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len() as u64;
+            if ctx.body_bytes > self.settings.body_limit {
+                return Err(Error::explain(
+                    ErrorType::HTTPStatus(413),
+                    "request body too large",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<Box<HttpPeer>> {
+        let (Some(addr), Some(grant)) = (ctx.upstream, ctx.grant.as_ref()) else {
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "request was not admitted",
+            ));
+        };
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        // Pooled connections are per instance: a replaced instance never gets the old ones.
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        grant.claims.instance.hash(&mut hasher);
+        peer.group_key = hasher.finish();
+        peer.options.connection_timeout = Some(self.settings.connect_timeout);
+        peer.options.total_connection_timeout = Some(self.settings.connect_timeout);
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.read_timeout = if session.is_upgrade_req() {
+            None
+        } else {
+            Some(Duration::from_secs(60))
+        };
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        let kept: Vec<Vec<u8>> = upstream
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| cookie::strip_ours(v.as_bytes()).map(|c| c.into_owned()))
+            .collect();
+        upstream.remove_header(&header::COOKIE);
+        for value in kept {
+            upstream.append_header(header::COOKIE, value)?;
+        }
+        // Set, never appended to: a client cannot choose the address the challenge sees.
+        upstream.insert_header("x-forwarded-for", ctx.client.to_string())?;
+        upstream.insert_header(
+            "x-forwarded-proto",
+            if self.settings.tls { "https" } else { "http" },
+        )?;
+        Ok(())
+    }
+
+    async fn logging(&self, session: &mut Session, _error: Option<&Error>, _ctx: &mut RequestCtx) {
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let class = usize::from(status / 100).min(5);
+        self.counters.responses_by_class[class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        _ctx: &mut RequestCtx,
+    ) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    // The client is gone: nothing to answer.
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 {
+            let text = match code {
+                502 => "challenge instance unreachable",
+                413 => "request body too large",
+                _ => "request failed",
+            };
+            if let Err(error) = EarlyAnswer::text(code, text).write(session).await {
+                tracing::debug!(%error, "could not write the error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! Running the gateway: one Pingora server with the HTTP gateway, the TCP gateway and the admin
+//! port, built from the config.
+//!
+//! - [`run_from_config`]: `fctf gateway -c fctf.toml` in one call (opens the store, serves until
+//!   a signal).
+//! - [`GatewayOptions::from_config`] turns `[gateway]` and `[tokens]` into options.
+//! - [`run`] serves until SIGTERM (graceful), SIGINT (fast) or SIGQUIT (graceful upgrade):
+//!   `fctf gateway`.
+//! - [`spawn`] serves on a thread of its own until the returned [`GatewayHandle`] is stopped or
+//!   dropped: tests and the all-in-one `fctf up`.
+//!
+//! Pingora gives every service its own Tokio runtime. A [`StateStore`] that holds connections
+//! (Redis) must therefore be created on a runtime that outlives the gateway; see
+//! [`StoreRuntime`].
+
+use std::net::SocketAddr;
+use std::os::fd::IntoRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fctf_core::config::{Config, StoreBackend};
+use fctf_core::store::{MemoryStore, RateLimit, RedisStore, StateStore, StoreError};
+use pingora::apps::ServerApp;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
+use pingora::server::configuration::ServerConf;
+use pingora::server::{
+    Fds, ListenFds, RunArgs, Server, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch,
+};
+use pingora::services::Service;
+use tokio::sync::watch;
+
+use crate::admin::{AdminApp, Metrics};
+use crate::admission::{Admission, AdmissionSettings};
+use crate::http::{HttpGateway, HttpLimits, HttpSettings};
+use crate::routing::Routing;
+use crate::tcp::{TcpCaps, TcpGateway, TcpSettings};
+
+/// A name for this gateway process in lease holders: host name (when known), process id and
+/// start time, so two processes never share one.
+pub fn gateway_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{host}:{}:{}",
+        std::process::id(),
+        fctf_core::clock::unix_now_millis()
+    )
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The token keys could not form a verifier.
+    #[error("token keys: {0}")]
+    Keys(#[from] fctf_core::token::KeyError),
+    /// A listener could not be prepared.
+    #[error("listener {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The state store could not be opened.
+    #[error("state store: {0}")]
+    Store(#[from] StoreError),
+    /// The runtime that holds the store's connections could not start.
+    #[error("store runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Where a listener listens.
+#[derive(Debug)]
+pub enum Listen {
+    /// Bind this `host:port` (production; supports Pingora's graceful upgrade).
+    Addr(String),
+    /// Use this already-bound socket (tests on port 0, or a caller that binds itself).
+    Bound(std::net::TcpListener),
+}
+
+impl Listen {
+    /// The address, when it is known before binding.
+    fn known_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listen::Bound(listener) => listener.local_addr().ok(),
+            Listen::Addr(addr) => addr.parse().ok(),
+        }
+    }
+}
+
+/// Everything [`run`] and [`spawn`] need.
+#[derive(Debug)]
+pub struct GatewayOptions {
+    /// The HTTP listener.
+    pub http: Listen,
+    /// The admission checks (token cache, liveness, limits).
+    pub admission: Arc<Admission>,
+    /// The HTTP gateway's settings.
+    pub http_settings: HttpSettings,
+    /// The TCP listener; `None` serves HTTP only.
+    pub tcp: Option<Listen>,
+    /// The TCP gateway's settings.
+    pub tcp_settings: TcpSettings,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`); `None` for none.
+    pub admin: Option<Listen>,
+    /// Worker threads of the HTTP service.
+    pub threads: usize,
+    /// How long in-flight requests may finish after a graceful stop.
+    pub grace_period: Duration,
+}
+
+impl GatewayOptions {
+    /// Options from a loaded config, with `store` for liveness and limits.
+    pub fn from_config(config: &Config, store: Arc<dyn StateStore>) -> Result<Self, GatewayError> {
+        let gw = &config.gateway;
+        let admission = Admission::new(
+            config.tokens.verifier()?,
+            store,
+            AdmissionSettings {
+                routing: Routing::new(gw.cluster_domain.clone(), gw.namespace_port),
+                route_cache: gw.route_cache(),
+                fail_closed: gw.fail_closed(),
+            },
+        );
+        let rate = |per_second: u32, burst: u32| RateLimit {
+            per_second: f64::from(per_second),
+            burst,
+        };
+        Ok(GatewayOptions {
+            http: Listen::Addr(gw.http_listen.clone()),
+            admission: Arc::new(admission),
+            http_settings: HttpSettings {
+                limits: HttpLimits {
+                    token_ip: rate(gw.http_token_ip_per_sec, gw.http_token_ip_burst),
+                    ip: rate(gw.http_ip_per_sec, gw.http_ip_burst),
+                },
+                body_limit: gw.body_limit_bytes,
+                connect_timeout: gw.connect_timeout(),
+                tls: false,
+            },
+            tcp: Some(Listen::Addr(gw.tcp_listen.clone())),
+            admin: Some(Listen::Addr(gw.admin_listen.clone())),
+            tcp_settings: TcpSettings {
+                attempts: rate(gw.tcp_attempts_per_sec, gw.tcp_attempts_burst),
+                caps: TcpCaps {
+                    global: gw.tcp_connections_global,
+                    per_ip: gw.tcp_connections_per_ip,
+                    per_token: gw.tcp_connections_per_token,
+                },
+                auth_timeout: gw.tcp_auth_timeout(),
+                connect_timeout: gw.connect_timeout(),
+                gateway_id: gateway_id(),
+            },
+            threads: 1,
+            grace_period: Duration::from_secs(5),
+        })
+    }
+}
+
+/// A state store and the runtime its connections live on. Keep it alive as long as the gateway.
+#[derive(Debug)]
+pub struct StoreRuntime {
+    /// The store.
+    pub store: Arc<dyn StateStore>,
+    // Dropping the runtime would close the store's connections.
+    _runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl StoreRuntime {
+    /// The store `[store]` names: in-process, or Redis (connected lazily, so the gateway starts
+    /// and falls back while Redis is down).
+    pub fn open(config: &Config) -> Result<Self, GatewayError> {
+        match config.store.backend {
+            StoreBackend::Memory => Ok(StoreRuntime {
+                store: Arc::new(MemoryStore::new()),
+                _runtime: None,
+            }),
+            StoreBackend::Redis => {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("gateway-store")
+                    .enable_all()
+                    .build()
+                    .map_err(GatewayError::Runtime)?;
+                let store = runtime.block_on(async {
+                    RedisStore::connect_lazy(
+                        config.store.redis_url.as_str(),
+                        &config.store.key_prefix,
+                        config.store.timeout(),
+                    )
+                })?;
+                Ok(StoreRuntime {
+                    store: Arc::new(store),
+                    _runtime: Some(runtime),
+                })
+            }
+        }
+    }
+}
+
+/// Serves until a signal stops the process: SIGTERM drains gracefully, SIGINT stops at once,
+/// SIGQUIT hands the listeners to a new process (`--upgrade`). Blocks the calling thread.
+pub fn run(options: GatewayOptions) -> Result<(), GatewayError> {
+    let server = build(options)?;
+    server.run(RunArgs::default());
+    Ok(())
+}
+
+/// Opens the store `config` names and serves the gateway until a signal stops the process
+/// (see [`run`]): the whole of `fctf gateway`.
+pub fn run_from_config(config: &Config) -> Result<(), GatewayError> {
+    let store = StoreRuntime::open(config)?;
+    let options = GatewayOptions::from_config(config, store.store.clone())?;
+    let result = run(options);
+    // The store's runtime lives until the server has stopped.
+    drop(store);
+    result
+}
+
+/// A gateway serving on its own thread; stops (fast) when stopped or dropped.
+#[derive(Debug)]
+pub struct GatewayHandle {
+    stop: watch::Sender<bool>,
+    join: Option<std::thread::JoinHandle<()>>,
+    http_addr: Option<SocketAddr>,
+    tcp_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+}
+
+impl GatewayHandle {
+    /// The admin listener's address, when it is known before binding.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
+    }
+
+    /// The TCP listener's address, when it is known before binding.
+    pub fn tcp_addr(&self) -> Option<SocketAddr> {
+        self.tcp_addr
+    }
+
+    /// The HTTP listener's address, when it is known before binding (a bound socket, or a
+    /// literal `ip:port`).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// Stops the gateway and waits for its thread.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        // Err only when the server thread is already gone.
+        let _ = self.stop.send(true);
+        if let Some(join) = self.join.take()
+            && join.join().is_err()
+        {
+            tracing::error!("gateway thread panicked");
+        }
+    }
+}
+
+impl Drop for GatewayHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Starts the gateway on a thread of its own. Listeners given as [`Listen::Bound`] accept at
+/// once; [`Listen::Addr`] ones once Pingora has bound them.
+pub fn spawn(options: GatewayOptions) -> Result<GatewayHandle, GatewayError> {
+    let http_addr = options.http.known_addr();
+    let tcp_addr = options.tcp.as_ref().and_then(Listen::known_addr);
+    let admin_addr = options.admin.as_ref().and_then(Listen::known_addr);
+    let server = build(options)?;
+    let (stop, stopped) = watch::channel(false);
+    let join = std::thread::Builder::new()
+        .name("gateway".to_owned())
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(StopSignal(stopped)),
+            })
+        })
+        .map_err(GatewayError::Runtime)?;
+    Ok(GatewayHandle {
+        stop,
+        join: Some(join),
+        http_addr,
+        tcp_addr,
+        admin_addr,
+    })
+}
+
+/// The Pingora server with the gateway's services.
+fn build(options: GatewayOptions) -> Result<Server, GatewayError> {
+    let conf = ServerConf {
+        threads: options.threads.max(1),
+        // Pingora's no-steal runtime finds its pool through a `thread_local::ThreadLocal`, whose
+        // slots outlive their threads: a second server in one process (tests, a restart in
+        // `fctf up`) inherits the first one's dead pool and its services exit at once.
+        work_stealing: true,
+        grace_period_seconds: Some(options.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        // Above the peak of concurrent upstream connections, so the pool does not churn.
+        upstream_keepalive_pool_size: 1024,
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+    let gateway = HttpGateway::new(options.admission.clone(), options.http_settings);
+    let http_counters = gateway.counters().clone();
+    let http = pingora::proxy::http_proxy_service(&server.configuration, gateway);
+    add_listening(&mut server, http, options.http, |service, addr| {
+        service.add_tcp(addr)
+    })?;
+    let mut tcp_counters = None;
+    if let Some(listen) = options.tcp {
+        let gateway = TcpGateway::new(options.admission.clone(), options.tcp_settings);
+        tcp_counters = Some(gateway.counters().clone());
+        let tcp = pingora::services::listening::Service::new("TCP gateway".to_owned(), gateway);
+        add_listening(&mut server, tcp, listen, |service, addr| {
+            // Unbuffered: no 64 KiB read buffer per idle session, and every write goes out.
+            service
+                .add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::unbuffered()))
+        })?;
+    }
+    if let Some(listen) = options.admin {
+        let metrics = Metrics::new(options.admission, http_counters, tcp_counters);
+        let mut admin =
+            pingora::services::listening::Service::new("admin".to_owned(), AdminApp::new(metrics));
+        admin.threads = Some(1);
+        add_listening(&mut server, admin, listen, |service, addr| {
+            service.add_tcp(addr)
+        })?;
+    }
+    Ok(server)
+}
+
+/// Adds `service` listening on `listen`; `add_listener` adds the listener for an address.
+fn add_listening<A: ServerApp + Send + Sync + 'static>(
+    server: &mut Server,
+    mut service: pingora::services::listening::Service<A>,
+    listen: Listen,
+    add_listener: impl FnOnce(&mut pingora::services::listening::Service<A>, &str),
+) -> Result<(), GatewayError> {
+    match listen {
+        Listen::Addr(addr) => {
+            add_listener(&mut service, &addr);
+            server.add_service(service);
+        }
+        Listen::Bound(listener) => {
+            let (fds, addr) = prebound_fds(listener)?;
+            add_listener(&mut service, &addr);
+            server.add_service(PreBound {
+                inner: service,
+                fds,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A Pingora service whose listener is a socket bound before the server started.
+///
+/// Pingora looks listeners up by their address string in the fd table it hands each service;
+/// this wrapper hands its service a table holding its own socket under that string.
+struct PreBound<S> {
+    inner: S,
+    fds: ListenFds,
+}
+
+impl<S> std::fmt::Debug for PreBound<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreBound").finish_non_exhaustive()
+    }
+}
+
+/// An fd table holding `listener` under its address string, and that string.
+fn prebound_fds(listener: std::net::TcpListener) -> Result<(ListenFds, String), GatewayError> {
+    let addr = listener
+        .local_addr()
+        .map_err(|source| GatewayError::Listen {
+            addr: "pre-bound socket".to_owned(),
+            source,
+        })?
+        .to_string();
+    // Pingora drives the socket from Tokio, which needs it non-blocking.
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| GatewayError::Listen {
+            addr: addr.clone(),
+            source,
+        })?;
+    let mut fds = Fds::new();
+    fds.add(addr.clone(), listener.into_raw_fd());
+    Ok((Arc::new(parking_lot::Mutex::new(fds)), addr))
+}
+
+#[async_trait]
+impl<S: Service> Service for PreBound<S> {
+    async fn start_service(
+        &mut self,
+        _fds: Option<ListenFds>,
+        shutdown: ShutdownWatch,
+        listeners_per_fd: usize,
+    ) {
+        Service::start_service(
+            &mut self.inner,
+            Some(self.fds.clone()),
+            shutdown,
+            listeners_per_fd,
+        )
+        .await
+    }
+
+    fn name(&self) -> &str {
+        Service::name(&self.inner)
+    }
+
+    fn threads(&self) -> Option<usize> {
+        Service::threads(&self.inner)
+    }
+}
+
+/// Stops a spawned server when its handle says so.
+struct StopSignal(watch::Receiver<bool>);
+
+#[async_trait]
+impl ShutdownSignalWatch for StopSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut stopped = self.0.clone();
+        // An error means the handle is gone: stop as well.
+        let _ = stopped.wait_for(|stop| *stop).await;
+        ShutdownSignal::FastShutdown
+    }
+}

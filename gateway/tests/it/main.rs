@@ -1,0 +1,6 @@
+//! Integration tests of the Challenge Gateway: the gateway runs in-process on a socket bound to
+//! port 0, in front of backends the tests start, against the in-process store or the real Redis.
+
+mod http;
+mod support;
+mod tcp;
