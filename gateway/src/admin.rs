@@ -11,7 +11,7 @@ use pingora::protocols::http::ServerSession;
 
 use crate::admission::Admission;
 use crate::http::HttpCounters;
-use crate::tcp::TcpCounters;
+use crate::tcp::{CapScope, TcpCounters};
 
 /// What `/metrics` reports.
 #[derive(Debug)]
@@ -110,6 +110,24 @@ impl Metrics {
                 "TCP connections refused.",
                 &[("", load(&tcp.refused))],
             );
+            let mut kinds = vec![(
+                "{kind=\"attempts\"}".to_owned(),
+                load(&tcp.refused_attempts),
+            )];
+            kinds.extend(CapScope::ALL.iter().map(|scope| {
+                (
+                    format!("{{kind=\"cap_{}\"}}", scope.label()),
+                    load(&tcp.refused_caps[*scope as usize]),
+                )
+            }));
+            let kinds: Vec<(&str, u64)> = kinds.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+            metric(
+                &mut out,
+                "fctf_gateway_tcp_limit_refusals_total",
+                "counter",
+                "TCP connections refused by the attempt limit or a connection cap, by kind.",
+                &kinds,
+            );
         }
         out
     }
@@ -199,5 +217,9 @@ mod tests {
         );
         assert!(text.contains("# TYPE fctf_gateway_tcp_active_sessions gauge\nfctf_gateway_tcp_active_sessions 2\n"), "{text}");
         assert!(text.contains("fctf_gateway_store_fallbacks_total 0\n"));
+        assert!(
+            text.contains("fctf_gateway_tcp_limit_refusals_total{kind=\"cap_ip\"} 0\n"),
+            "{text}"
+        );
     }
 }

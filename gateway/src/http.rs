@@ -15,7 +15,7 @@ use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -27,11 +27,16 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
+use crate::access;
 use crate::admission::{Admission, Grant, Refusal, client_key};
+use crate::client::TrustedProxies;
 use crate::cookie;
 use crate::framing;
 use crate::redirect;
 use crate::resolve::Resolver;
+
+/// The header that lists the client and the proxies on the way.
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
 /// The HTTP limits, per second with a burst.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -53,6 +58,8 @@ pub struct HttpSettings {
     pub connect_timeout: Duration,
     /// True on a TLS listener: the `__Host-` cookie, Secure, `X-Forwarded-Proto: https`.
     pub tls: bool,
+    /// The proxies allowed to name the client in `X-Forwarded-For`.
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Counters for metrics; all monotonic.
@@ -100,7 +107,7 @@ impl HttpGateway {
             .as_http1()
             .map(|h1| h1.get_headers_raw_bytes());
         if let Err(error) = framing::check(req.version, &req.headers, raw.as_deref()) {
-            return Some(EarlyAnswer::text(error.status(), &error.to_string()));
+            return Some(EarlyAnswer::text(error.status(), &error.to_string()).because("framing"));
         }
         if let Some(length) = req.headers.get(header::CONTENT_LENGTH) {
             // Digits only (checked above); an overflow is over any limit.
@@ -109,7 +116,9 @@ impl HttpGateway {
                 .and_then(|l| l.parse::<u64>().ok())
                 .unwrap_or(u64::MAX);
             if length > self.settings.body_limit {
-                return Some(EarlyAnswer::text(413, "request body too large"));
+                return Some(
+                    EarlyAnswer::text(413, "request body too large").because("body_too_large"),
+                );
             }
         }
         let client = ctx.client;
@@ -120,6 +129,7 @@ impl HttpGateway {
                 Ok(grant) => grant,
                 Err(refusal) => return Some(EarlyAnswer::refusal(refusal)),
             };
+            ctx.grant = Some(grant.clone());
             if let Err(refusal) = self.limit_token_ip(&grant, client).await {
                 return Some(EarlyAnswer::refusal(refusal));
             }
@@ -140,6 +150,8 @@ impl HttpGateway {
             Ok(grant) => grant,
             Err(refusal) => return Some(EarlyAnswer::refusal(refusal)),
         };
+        // Known from here on, for the access log (the upstream only once it is chosen).
+        ctx.grant = Some(grant.clone());
         if let Err(refusal) = self.admission.check_live(&grant).await {
             return Some(EarlyAnswer::refusal(refusal));
         }
@@ -156,9 +168,12 @@ impl HttpGateway {
         }
         match self.resolver.resolve(&grant.upstream).await {
             Some(addr) => ctx.upstream = Some(addr),
-            None => return Some(EarlyAnswer::text(502, "challenge instance unreachable")),
+            None => {
+                return Some(
+                    EarlyAnswer::text(502, "challenge instance unreachable").because("unresolved"),
+                );
+            }
         }
-        ctx.grant = Some(grant);
         None
     }
 
@@ -173,15 +188,24 @@ impl HttpGateway {
 /// Per-request state.
 #[derive(Debug)]
 pub struct RequestCtx {
+    /// The TCP peer.
+    peer: IpAddr,
+    /// The client: the peer, or the address a trusted proxy names ([`TrustedProxies::client`]).
     client: IpAddr,
     grant: Option<Arc<Grant>>,
     upstream: Option<SocketAddr>,
     body_bytes: u64,
+    /// When the request's header was read.
+    started: Instant,
+    /// Why the gateway answered itself, for the access log.
+    reason: Option<&'static str>,
 }
 
 /// A response the gateway writes itself, instead of proxying.
 #[derive(Debug)]
 struct EarlyAnswer {
+    /// Why, for the access log (a metrics kind).
+    reason: &'static str,
     status: u16,
     headers: Vec<(header::HeaderName, String)>,
     body: Bytes,
@@ -194,14 +218,21 @@ impl EarlyAnswer {
             .and_then(|s| s.canonical_reason())
             .unwrap_or("Error");
         EarlyAnswer {
+            reason: "error",
             status,
             headers: vec![(header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned())],
             body: Bytes::from(format!("{status} {reason}: {text}\n")),
         }
     }
 
+    /// The same answer, logged with `reason`.
+    fn because(mut self, reason: &'static str) -> Self {
+        self.reason = reason;
+        self
+    }
+
     fn refusal(refusal: Refusal) -> Self {
-        let mut answer = Self::text(refusal.status(), &refusal.to_string());
+        let mut answer = Self::text(refusal.status(), &refusal.to_string()).because(refusal.kind());
         if let Some(secs) = refusal.retry_after_secs() {
             answer.headers.push((header::RETRY_AFTER, secs.to_string()));
         }
@@ -210,6 +241,7 @@ impl EarlyAnswer {
 
     fn redirect(location: String, set_cookie: String) -> Self {
         EarlyAnswer {
+            reason: "token_visit",
             status: 302,
             headers: vec![
                 (header::LOCATION, location),
@@ -243,10 +275,13 @@ impl ProxyHttp for HttpGateway {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx {
+            peer: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             grant: None,
             upstream: None,
             body_bytes: 0,
+            started: Instant::now(),
+            reason: None,
         }
     }
 
@@ -261,10 +296,21 @@ impl ProxyHttp for HttpGateway {
         ctx: &mut RequestCtx,
     ) -> pingora::Result<bool> {
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            ctx.client = addr.ip();
+            ctx.peer = addr.ip();
+            let forwarded_for = session
+                .req_header()
+                .headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.as_bytes());
+            ctx.client = self
+                .settings
+                .trusted_proxies
+                .client(ctx.peer, forwarded_for);
         }
         match self.admit(session, ctx).await {
             Some(answer) => {
+                ctx.reason = Some(answer.reason);
                 answer.write(session).await?;
                 Ok(true)
             }
@@ -340,8 +386,17 @@ impl ProxyHttp for HttpGateway {
         for value in kept {
             upstream.append_header(header::COOKIE, value)?;
         }
-        // Set, never appended to: a client cannot choose the address the challenge sees.
-        upstream.insert_header("x-forwarded-for", ctx.client.to_string())?;
+        // Appended to only behind a trusted proxy: a client cannot choose the address the
+        // challenge sees.
+        let forwarded_for = self.settings.trusted_proxies.forwarded_for(
+            ctx.peer,
+            upstream
+                .headers
+                .get_all(X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.as_bytes()),
+        );
+        upstream.insert_header(X_FORWARDED_FOR, forwarded_for)?;
         upstream.insert_header(
             "x-forwarded-proto",
             if self.settings.tls { "https" } else { "http" },
@@ -349,10 +404,28 @@ impl ProxyHttp for HttpGateway {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, _error: Option<&Error>, _ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let class = usize::from(status / 100).min(5);
         self.counters.responses_by_class[class].fetch_add(1, Ordering::Relaxed);
+        let req = session.req_header();
+        let grant = ctx.grant.as_deref();
+        tracing::info!(
+            target: access::TARGET,
+            proto = "http",
+            client = %ctx.client,
+            method = %req.method,
+            // Never the query: a first visit carries the token there.
+            path = req.uri.path(),
+            status,
+            reason = ctx.reason.or(error.map(|e| e.etype().as_str())),
+            team = grant.map(|g| g.claims.team.0),
+            challenge = grant.map(|g| g.claims.challenge.0),
+            instance = grant.map(|g| tracing::field::display(g.claims.instance)),
+            upstream = ctx.upstream.map(tracing::field::display),
+            duration_us = access::micros_since(ctx.started),
+            "access"
+        );
     }
 
     async fn fail_to_proxy(

@@ -6,13 +6,16 @@
 //!
 //! The pure decisions (routes, cookies, redirects, framing, the TCP token line) are their own
 //! modules with unit tests; [`admission`] holds the checks shared by both protocols (token cache,
-//! instance liveness, rate limits with a local fallback); [`http`] and [`tcp`] are the Pingora
-//! adapters and [`admin`] the health and metrics port. [`server`] runs it all:
+//! instance liveness, rate limits with a local fallback); [`client`] decides who the client is
+//! (the peer, or the address a trusted proxy names); [`http`] and [`tcp`] are the Pingora
+//! adapters, [`access`] their access log, and [`admin`] the health and metrics port. [`server`] runs it all:
 //! [`server::run_from_config`] is `fctf gateway`, [`server::spawn`] an in-process gateway.
 
+pub mod access;
 pub mod admin;
 pub mod admission;
 pub mod budget;
+pub mod client;
 pub mod cookie;
 pub mod framing;
 pub mod http;

@@ -32,6 +32,7 @@ use tokio::sync::watch;
 
 use crate::admin::{AdminApp, Metrics};
 use crate::admission::{Admission, AdmissionSettings};
+use crate::client::TrustedProxies;
 use crate::http::{HttpGateway, HttpLimits, HttpSettings};
 use crate::routing::Routing;
 use crate::tcp::{TcpCaps, TcpGateway, TcpSettings};
@@ -107,7 +108,8 @@ pub struct GatewayOptions {
     pub admin: Option<Listen>,
     /// Worker threads of the HTTP service.
     pub threads: usize,
-    /// How long in-flight requests may finish after a graceful stop.
+    /// How long requests and TCP sessions in flight may continue after a graceful stop
+    /// (`[gateway] drain_secs`).
     pub grace_period: Duration,
 }
 
@@ -139,6 +141,7 @@ impl GatewayOptions {
                 body_limit: gw.body_limit_bytes,
                 connect_timeout: gw.connect_timeout(),
                 tls: false,
+                trusted_proxies: TrustedProxies::new(gw.trusted_proxies.clone()),
             },
             tcp: Some(Listen::Addr(gw.tcp_listen.clone())),
             admin: Some(Listen::Addr(gw.admin_listen.clone())),
@@ -154,7 +157,7 @@ impl GatewayOptions {
                 gateway_id: gateway_id(),
             },
             threads: 1,
-            grace_period: Duration::from_secs(5),
+            grace_period: gw.drain(),
         })
     }
 }
@@ -219,10 +222,19 @@ pub fn run_from_config(config: &Config) -> Result<(), GatewayError> {
     result
 }
 
+/// How a spawned gateway is asked to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopKind {
+    /// At once (SIGINT).
+    Fast,
+    /// Stop accepting, let what is in flight continue for the drain period (SIGTERM).
+    Drain,
+}
+
 /// A gateway serving on its own thread; stops (fast) when stopped or dropped.
 #[derive(Debug)]
 pub struct GatewayHandle {
-    stop: watch::Sender<bool>,
+    stop: watch::Sender<Option<StopKind>>,
     join: Option<std::thread::JoinHandle<()>>,
     http_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
@@ -248,12 +260,26 @@ impl GatewayHandle {
 
     /// Stops the gateway and waits for its thread.
     pub fn stop(mut self) {
-        self.shutdown();
+        self.shutdown(StopKind::Fast);
     }
 
-    fn shutdown(&mut self) {
-        // Err only when the server thread is already gone.
-        let _ = self.stop.send(true);
+    /// Stops the gateway as SIGTERM does: no new connection is accepted, requests and TCP
+    /// sessions in flight continue for the drain period (`[gateway] drain_secs`), then end.
+    /// Blocks until the gateway has stopped.
+    pub fn drain(mut self) {
+        self.shutdown(StopKind::Drain);
+    }
+
+    fn shutdown(&mut self, kind: StopKind) {
+        // Err only when the server thread is already gone. A second request does not change
+        // the first.
+        self.stop.send_if_modified(|stop| {
+            let unset = stop.is_none();
+            if unset {
+                *stop = Some(kind);
+            }
+            unset
+        });
         if let Some(join) = self.join.take()
             && join.join().is_err()
         {
@@ -264,7 +290,7 @@ impl GatewayHandle {
 
 impl Drop for GatewayHandle {
     fn drop(&mut self) {
-        self.shutdown();
+        self.shutdown(StopKind::Fast);
     }
 }
 
@@ -275,7 +301,7 @@ pub fn spawn(options: GatewayOptions) -> Result<GatewayHandle, GatewayError> {
     let tcp_addr = options.tcp.as_ref().and_then(Listen::known_addr);
     let admin_addr = options.admin.as_ref().and_then(Listen::known_addr);
     let server = build(options)?;
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(None);
     let join = std::thread::Builder::new()
         .name("gateway".to_owned())
         .spawn(move || {
@@ -301,7 +327,9 @@ fn build(options: GatewayOptions) -> Result<Server, GatewayError> {
         // slots outlive their threads: a second server in one process (tests, a restart in
         // `fctf up`) inherits the first one's dead pool and its services exit at once.
         work_stealing: true,
-        grace_period_seconds: Some(options.grace_period.as_secs()),
+        // TCP sessions end when the drain period is over (and release their leases); the extra
+        // second lets those releases reach the store before the runtimes are dropped.
+        grace_period_seconds: Some(options.grace_period.as_secs_f64().ceil() as u64 + 1),
         graceful_shutdown_timeout_seconds: Some(1),
         // Above the peak of concurrent upstream connections, so the pool does not churn.
         upstream_keepalive_pool_size: 1024,
@@ -317,7 +345,8 @@ fn build(options: GatewayOptions) -> Result<Server, GatewayError> {
     })?;
     let mut tcp_counters = None;
     if let Some(listen) = options.tcp {
-        let gateway = TcpGateway::new(options.admission.clone(), options.tcp_settings);
+        let gateway = TcpGateway::new(options.admission.clone(), options.tcp_settings)
+            .with_drain(options.grace_period);
         tcp_counters = Some(gateway.counters().clone());
         let tcp = pingora::services::listening::Service::new("TCP gateway".to_owned(), gateway);
         add_listening(&mut server, tcp, listen, |service, addr| {
@@ -425,14 +454,21 @@ impl<S: Service> Service for PreBound<S> {
 }
 
 /// Stops a spawned server when its handle says so.
-struct StopSignal(watch::Receiver<bool>);
+struct StopSignal(watch::Receiver<Option<StopKind>>);
 
 #[async_trait]
 impl ShutdownSignalWatch for StopSignal {
     async fn recv(&self) -> ShutdownSignal {
         let mut stopped = self.0.clone();
-        // An error means the handle is gone: stop as well.
-        let _ = stopped.wait_for(|stop| *stop).await;
-        ShutdownSignal::FastShutdown
+        // An error means the handle is gone: stop fast as well.
+        let kind = stopped
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .and_then(|stop| *stop);
+        match kind {
+            Some(StopKind::Drain) => ShutdownSignal::GracefulTerminate,
+            _ => ShutdownSignal::FastShutdown,
+        }
     }
 }

@@ -1,18 +1,19 @@
 //! The TCP gateway: a Pingora [`ServerApp`] that reads a token line, admits the connection and
 //! relays it to the instance.
 //!
-//! On connect: a per-address attempt limit (over it, the connection closes silently, as the
-//! original's), then the prompt at once, the token line (bounded in size and time), verify,
-//! liveness, then one connection lease in each of three scopes (global, per address, per
-//! token), renewed while the session lives and released when it ends. The answer is one line:
-//! `access granted` or `access denied: <reason>`. Bytes the client sent right after the token
-//! line reach the backend first. The relay forwards half-closes and ends when both directions
-//! are done, or at token expiry, or at shutdown.
+//! On connect, before the prompt and as the original: a per-address attempt limit, then one
+//! connection lease in the global scope and one in the client address's; over either, the
+//! connection closes silently. Then the prompt at once, the token line (bounded in size and
+//! time), verify, liveness, and a lease in the token's scope. The answer is one line:
+//! `access granted` or `access denied: <reason>`. Leases are renewed while the session lives and
+//! released when it ends, however it ends. Bytes the client sent right after the token line
+//! reach the backend first. The relay forwards half-closes and ends when both directions are
+//! done, or at token expiry, or at shutdown.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fctf_core::store::{LeaseOutcome, LeaseScope, RateLimit, StateStore};
@@ -21,7 +22,8 @@ use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 
-use crate::admission::{Admission, Refusal, client_key};
+use crate::access;
+use crate::admission::{Admission, Grant, Refusal, client_key};
 use crate::resolve::Resolver;
 use crate::tcp_line::{LineError, read_token_line};
 
@@ -76,6 +78,73 @@ pub struct TcpCounters {
     pub sessions: AtomicU64,
     /// Connections refused (any reason, silent closes included).
     pub refused: AtomicU64,
+    /// Connections closed silently by the per-address attempt limit.
+    pub refused_attempts: AtomicU64,
+    /// Connections refused by a full scope, indexed by [`CapScope`].
+    pub refused_caps: [AtomicU64; 3],
+}
+
+/// The scopes connection caps count in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CapScope {
+    /// Every session of the deployment.
+    Global = 0,
+    /// Sessions from one client address.
+    Ip = 1,
+    /// Sessions with one token.
+    Token = 2,
+}
+
+impl CapScope {
+    /// Every scope, in index order.
+    pub const ALL: [CapScope; 3] = [CapScope::Global, CapScope::Ip, CapScope::Token];
+
+    /// Metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CapScope::Global => "global",
+            CapScope::Ip => "ip",
+            CapScope::Token => "token",
+        }
+    }
+
+    /// The line a client refused in this scope reads (only the token scope answers: the others
+    /// close before the prompt).
+    fn reason(self) -> &'static str {
+        match self {
+            CapScope::Global => "the gateway is full, try again later",
+            CapScope::Ip => "too many connections from your address",
+            CapScope::Token => "too many connections with this token",
+        }
+    }
+}
+
+/// Why a lease was not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LeaseRefusal {
+    /// The scope is at its cap.
+    Full(CapScope),
+    /// The store is unreachable and caps fail closed.
+    StoreDown,
+}
+
+impl LeaseRefusal {
+    /// Metrics and access-log kind.
+    fn kind(self) -> &'static str {
+        match self {
+            LeaseRefusal::Full(CapScope::Global) => "cap_global",
+            LeaseRefusal::Full(CapScope::Ip) => "cap_ip",
+            LeaseRefusal::Full(CapScope::Token) => "cap_token",
+            LeaseRefusal::StoreDown => "store_down",
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            LeaseRefusal::Full(scope) => scope.reason(),
+            LeaseRefusal::StoreDown => "temporarily unavailable",
+        }
+    }
 }
 
 /// The TCP gateway's logic.
@@ -87,6 +156,7 @@ pub struct TcpGateway {
     counters: Arc<TcpCounters>,
     next_holder: AtomicU64,
     local_caps: Arc<LocalCaps>,
+    drain: Duration,
 }
 
 impl TcpGateway {
@@ -99,7 +169,14 @@ impl TcpGateway {
             counters: Arc::default(),
             next_holder: AtomicU64::new(0),
             local_caps: Arc::default(),
+            drain: Duration::ZERO,
         }
+    }
+
+    /// Lets sessions continue for `drain` after a graceful stop begins (none by default).
+    pub fn with_drain(mut self, drain: Duration) -> Self {
+        self.drain = drain;
+        self
     }
 
     /// The counters, for metrics.
@@ -108,51 +185,97 @@ impl TcpGateway {
     }
 
     /// Serves one connection to its end.
-    async fn serve(&self, mut io: Stream, shutdown: &ShutdownWatch) -> Result<(), Denied> {
+    async fn serve(
+        &self,
+        mut io: Stream,
+        shutdown: &ShutdownWatch,
+        log: &mut SessionLog,
+    ) -> Result<(), Denied> {
         let client = io
             .get_socket_digest()
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().map(SocketAddr::ip)))
-            .ok_or(Denied::Silent)?;
-        let attempt_name = format!("gw:tcp:att:{}", client_key(client));
-        if self
+            .ok_or(Denied::Silent)?
+            .to_canonical();
+        log.client = Some(client);
+        let client_key = client_key(client);
+        // Connect-time checks close without a word, as the original: a flood learns nothing
+        // and costs one accept.
+        let attempt_name = format!("gw:tcp:att:{client_key}");
+        if let Err(refusal) = self
             .admission
             .limit(&attempt_name, self.settings.attempts)
             .await
-            .is_err()
         {
+            if matches!(refusal, Refusal::Limited { .. }) {
+                self.counters
+                    .refused_attempts
+                    .fetch_add(1, Ordering::Relaxed);
+                log.reason = "attempts";
+            } else {
+                log.reason = refusal.kind();
+            }
             return Err(Denied::Silent);
         }
+        let mut leases = match self.take_connect_leases(&client_key).await {
+            Ok(leases) => leases,
+            Err(refusal) => {
+                self.count_refusal(refusal);
+                log.reason = refusal.kind();
+                return Err(Denied::Silent);
+            }
+        };
         write_flush(&mut io, PROMPT).await?;
         let line = match tokio::time::timeout(self.settings.auth_timeout, read_token_line(&mut io))
             .await
         {
             Ok(Ok(line)) => line,
-            Ok(Err(LineError::TooLong)) => return Err(deny(&mut io, "token line too long").await),
-            Ok(Err(LineError::NotText)) => return Err(deny(&mut io, "invalid token").await),
-            Ok(Err(_)) => return Err(Denied::Silent),
-            Err(_) => return Err(deny(&mut io, "timed out waiting for the token").await),
+            Ok(Err(LineError::TooLong)) => {
+                log.reason = "line_too_long";
+                return Err(deny(&mut io, "token line too long").await);
+            }
+            Ok(Err(LineError::NotText)) => {
+                log.reason = "line_not_text";
+                return Err(deny(&mut io, "invalid token").await);
+            }
+            Ok(Err(_)) => {
+                log.reason = "client_closed";
+                return Err(Denied::Silent);
+            }
+            Err(_) => {
+                log.reason = "auth_timeout";
+                return Err(deny(&mut io, "timed out waiting for the token").await);
+            }
         };
         let now = fctf_core::clock::unix_now_secs();
         let grant = match self.admission.verify(&line.token, now) {
             Ok(grant) => grant,
-            Err(refusal) => return Err(deny_refusal(&mut io, refusal).await),
+            Err(refusal) => {
+                log.reason = refusal.kind();
+                return Err(deny_refusal(&mut io, refusal).await);
+            }
         };
+        log.grant = Some(grant.clone());
         if let Err(refusal) = self.admission.check_live(&grant).await {
+            log.reason = refusal.kind();
             return Err(deny_refusal(&mut io, refusal).await);
         }
-        let lease = match self.take_lease(client, &grant.digest).await {
-            Ok(lease) => lease,
-            Err(reason) => return Err(deny(&mut io, reason).await),
-        };
+        if let Err(refusal) = self.take_token_lease(&mut leases, &grant.digest).await {
+            self.count_refusal(refusal);
+            log.reason = refusal.kind();
+            return Err(deny(&mut io, refusal.reason()).await);
+        }
         let Some(addr) = self.resolver.resolve(&grant.upstream).await else {
+            log.reason = "unresolved";
             return Err(deny(&mut io, "challenge instance unreachable").await);
         };
+        log.upstream = Some(addr);
         let upstream = tokio::time::timeout(
             self.settings.connect_timeout,
             tokio::net::TcpStream::connect(addr),
         )
         .await;
         let Ok(Ok(mut upstream)) = upstream else {
+            log.reason = "unreachable";
             return Err(deny(&mut io, "challenge instance unreachable").await);
         };
         // Small writes (prompts, answers) must not wait for Nagle.
@@ -171,53 +294,97 @@ impl TcpGateway {
             .fetch_add(1, Ordering::Relaxed);
         let expires_in = Duration::from_secs(grant.secs_left(fctf_core::clock::unix_now_secs()));
         let mut shutdown = shutdown.clone();
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional_with_sizes(&mut io, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => {}
-            _ = tokio::time::sleep(expires_in) => {}
-            _ = shutdown.wait_for(|stop| *stop) => {}
-        }
+        log.reason = tokio::select! {
+            _ = tokio::io::copy_bidirectional_with_sizes(&mut io, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => "ended",
+            _ = tokio::time::sleep(expires_in) => "token_expired",
+            _ = async {
+                // Err: the server is gone; end now.
+                if shutdown.wait_for(|stop| *stop).await.is_ok() {
+                    tokio::time::sleep(self.drain).await;
+                }
+            } => "shutdown",
+        };
         self.counters
             .active_sessions
             .fetch_sub(1, Ordering::Relaxed);
-        drop(lease);
+        drop(leases);
         Ok(())
     }
 
-    /// One lease per scope for this connection, or the reason to refuse it.
-    async fn take_lease(&self, client: IpAddr, digest: &str) -> Result<SessionLease, &'static str> {
+    fn count_refusal(&self, refusal: LeaseRefusal) {
+        if let LeaseRefusal::Full(scope) = refusal {
+            self.counters.refused_caps[scope as usize].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection's leases in the global scope and its address's, taken together (both or
+    /// neither) before the prompt.
+    async fn take_connect_leases(&self, client_key: &str) -> Result<SessionLeases, LeaseRefusal> {
         let caps = self.settings.caps;
-        let keys = [
-            "gw:tcp:all".to_owned(),
-            format!("gw:tcp:ip:{}", client_key(client)),
-            format!("gw:tcp:tok:{digest}"),
-        ];
+        let ip_key = format!("gw:tcp:ip:{client_key}");
         let scopes = [
             LeaseScope {
-                key: &keys[0],
+                key: GLOBAL_KEY,
                 cap: caps.global,
             },
             LeaseScope {
-                key: &keys[1],
+                key: &ip_key,
                 cap: caps.per_ip,
             },
-            LeaseScope {
-                key: &keys[2],
-                cap: caps.per_token,
-            },
         ];
-        let holder = format!(
-            "{}:{}",
-            self.settings.gateway_id,
-            self.next_holder.fetch_add(1, Ordering::Relaxed)
-        );
+        let mut leases = SessionLeases {
+            holder: format!(
+                "{}:{}",
+                self.settings.gateway_id,
+                self.next_holder.fetch_add(1, Ordering::Relaxed)
+            ),
+            store: None,
+            local: Vec::new(),
+        };
+        self.acquire(&mut leases, &scopes, &[CapScope::Global, CapScope::Ip])
+            .await?;
+        Ok(leases)
+    }
+
+    /// Adds the lease in the token's scope to a connection's leases.
+    async fn take_token_lease(
+        &self,
+        leases: &mut SessionLeases,
+        digest: &str,
+    ) -> Result<(), LeaseRefusal> {
+        let key = format!("gw:tcp:tok:{digest}");
+        let scopes = [LeaseScope {
+            key: &key,
+            cap: self.settings.caps.per_token,
+        }];
+        self.acquire(leases, &scopes, &[CapScope::Token]).await
+    }
+
+    /// Takes a lease in every one of `scopes` (named `names`) for `leases`' holder, or in none:
+    /// in the store, or in this gateway's own counts while the store is unreachable.
+    async fn acquire(
+        &self,
+        leases: &mut SessionLeases,
+        scopes: &[LeaseScope<'_>],
+        names: &[CapScope],
+    ) -> Result<(), LeaseRefusal> {
         let store = self.admission.store();
-        match store.lease_acquire(&scopes, &holder, LEASE_TTL).await {
-            Ok(LeaseOutcome::Acquired) => Ok(SessionLease::Store(Lease::start(
-                store.clone(),
-                keys.to_vec(),
-                holder,
-            ))),
-            Ok(LeaseOutcome::Full { scope, .. }) => Err(full_reason(scope)),
+        match store.lease_acquire(scopes, &leases.holder, LEASE_TTL).await {
+            Ok(LeaseOutcome::Acquired) => {
+                let keys = scopes.iter().map(|s| s.key.to_owned());
+                match &mut leases.store {
+                    Some(lease) => lease.extend(keys),
+                    None => {
+                        leases.store = Some(Lease::start(
+                            store.clone(),
+                            keys.collect(),
+                            leases.holder.clone(),
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            Ok(LeaseOutcome::Full { scope, .. }) => Err(LeaseRefusal::Full(names[scope])),
             Err(error) => {
                 self.admission
                     .counters()
@@ -225,47 +392,94 @@ impl TcpGateway {
                     .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, "connection caps without the store");
                 if self.admission.fails_closed() {
-                    return Err("temporarily unavailable");
+                    return Err(LeaseRefusal::StoreDown);
                 }
-                self.local_caps
-                    .acquire(&scopes)
-                    .map(SessionLease::Local)
-                    .map_err(full_reason)
+                let local = self
+                    .local_caps
+                    .acquire(scopes)
+                    .map_err(|i| LeaseRefusal::Full(names[i]))?;
+                leases.local.push(local);
+                Ok(())
             }
         }
     }
 }
 
-/// The refusal for a full scope (the order of `take_lease`'s scopes).
-fn full_reason(scope: usize) -> &'static str {
-    match scope {
-        0 => "the gateway is full, try again later",
-        1 => "too many connections from your address",
-        _ => "too many connections with this token",
-    }
-}
+/// The store key of the global scope.
+const GLOBAL_KEY: &str = "gw:tcp:all";
 
-/// What holds a session's place under the caps.
+/// What holds a session's places under the caps; dropping it frees them.
 #[derive(Debug)]
-#[expect(
-    dead_code,
-    reason = "the leases are held for their Drop, which releases them"
-)]
-enum SessionLease {
+struct SessionLeases {
+    /// The session's name in the store's leases.
+    holder: String,
     /// Leases in the store, shared by every gateway.
-    Store(Lease),
-    /// This gateway's own counts, while the store is unreachable.
-    Local(LocalLease),
+    store: Option<Lease>,
+    /// This gateway's own counts, taken while the store was unreachable (held for their Drop,
+    /// which uncounts them).
+    local: Vec<LocalLease>,
 }
 
 #[async_trait]
 impl ServerApp for TcpGateway {
     async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
-        if self.serve(io, shutdown).await.is_err() {
-            self.counters.refused.fetch_add(1, Ordering::Relaxed);
-        }
+        let mut log = SessionLog::default();
+        let outcome = match self.serve(io, shutdown, &mut log).await {
+            Ok(()) => "relayed",
+            Err(denied) => {
+                self.counters.refused.fetch_add(1, Ordering::Relaxed);
+                match denied {
+                    Denied::Answered => "denied",
+                    Denied::Silent => "closed",
+                }
+            }
+        };
+        log.write(outcome);
         // Never reused: the stream is dropped, which closes it.
         None
+    }
+}
+
+/// What the access log says about a connection, filled in as it is served.
+#[derive(Debug)]
+struct SessionLog {
+    started: Instant,
+    client: Option<IpAddr>,
+    grant: Option<Arc<Grant>>,
+    upstream: Option<SocketAddr>,
+    /// Why it was refused, or how the relay ended.
+    reason: &'static str,
+}
+
+impl Default for SessionLog {
+    fn default() -> Self {
+        SessionLog {
+            started: Instant::now(),
+            client: None,
+            grant: None,
+            upstream: None,
+            reason: "client_closed",
+        }
+    }
+}
+
+impl SessionLog {
+    /// The connection's access-log event ([`crate::access`]).
+    fn write(&self, outcome: &'static str) {
+        let grant = self.grant.as_deref();
+        tracing::info!(
+            target: access::TARGET,
+            proto = "tcp",
+            client = self.client.map(tracing::field::display),
+            outcome,
+            reason = self.reason,
+            team = grant.map(|g| g.claims.team.0),
+            challenge = grant.map(|g| g.claims.challenge.0),
+            instance = grant.map(|g| tracing::field::display(g.claims.instance)),
+            upstream = self.upstream.map(tracing::field::display),
+            duration_us = access::micros_since(self.started),
+            "access"
+        );
     }
 }
 
@@ -314,22 +528,7 @@ struct Lease {
 
 impl Lease {
     fn start(store: Arc<dyn StateStore>, keys: Vec<String>, holder: String) -> Self {
-        let renewal = {
-            let store = store.clone();
-            let keys = keys.clone();
-            let holder = holder.clone();
-            tokio::spawn(async move {
-                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                loop {
-                    tokio::time::sleep(LEASE_RENEW_EVERY).await;
-                    match store.lease_renew(&keys, &holder, LEASE_TTL).await {
-                        Ok(true) => {}
-                        Ok(false) => tracing::warn!(%holder, "connection lease was lost"),
-                        Err(error) => tracing::debug!(%error, "lease renewal failed"),
-                    }
-                }
-            })
-        };
+        let renewal = renew(store.clone(), keys.clone(), holder.clone());
         Lease {
             store,
             keys,
@@ -337,6 +536,32 @@ impl Lease {
             renewal,
         }
     }
+
+    /// Adds leases the holder has just taken in `keys`; they are renewed with the others.
+    fn extend(&mut self, keys: impl IntoIterator<Item = String>) {
+        self.renewal.abort();
+        self.keys.extend(keys);
+        self.renewal = renew(self.store.clone(), self.keys.clone(), self.holder.clone());
+    }
+}
+
+/// Renews `holder`'s leases in `keys` every [`LEASE_RENEW_EVERY`], until aborted.
+fn renew(
+    store: Arc<dyn StateStore>,
+    keys: Vec<String>,
+    holder: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        loop {
+            tokio::time::sleep(LEASE_RENEW_EVERY).await;
+            match store.lease_renew(&keys, &holder, LEASE_TTL).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(%holder, "connection lease was lost"),
+                Err(error) => tracing::debug!(%error, "lease renewal failed"),
+            }
+        }
+    })
 }
 
 impl Drop for Lease {

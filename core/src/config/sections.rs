@@ -6,10 +6,13 @@
 //! `fctf config-docs > docs/configuration.md` and `fctf config-docs --example > fctf.example.toml`
 //! (tests fail until both files match).
 
+use std::net::IpAddr;
 use std::time::Duration;
 
+use ipnet::IpNet;
+
 use super::error::ErrorKind;
-use super::schema::{Problem, Rule, config_section};
+use super::schema::{FieldCx, Problem, Render, Rule, Setting, config_section, toml_string};
 use super::values::{
     KeyEntry, KeyId, ListenAddr, Name, QueueBackend, Range, ServiceUrl, StoreBackend, Url,
 };
@@ -227,6 +230,14 @@ config_section! {
         /// What limits do while the state store is unreachable: `local` (fall back to this
         /// gateway's own limits, counted in metrics) or `closed` (refuse with 503).
         store_outage: String = "local".to_owned(), check OneOf(&["local", "closed"]);
+        /// Networks of the proxies in front of the gateway (CIDRs or single addresses, e.g.
+        /// `["10.0.0.0/8"]`). Only a peer in one of them may name the client in
+        /// `X-Forwarded-For`: the client is then its right-most address outside them. Empty:
+        /// the client is always the TCP peer.
+        trusted_proxies: Vec<IpNet> = Vec::new();
+        /// How long in-flight requests and TCP sessions may continue after a graceful stop
+        /// (SIGTERM), in seconds, before they are cut.
+        drain_secs: u64 = 5, check Range(0, 3600);
     }
 }
 
@@ -251,6 +262,69 @@ impl GatewayConfig {
     pub fn fail_closed(&self) -> bool {
         self.store_outage == "closed"
     }
+
+    /// [`Self::drain_secs`] as a duration.
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
+    }
+}
+
+/// A list of networks: each a CIDR (`10.0.0.0/8`, `fd00::/8`) or a single address (a /32 or
+/// /128). A CIDR with bits set after its prefix is refused, since it usually means a typo.
+impl Setting for Vec<IpNet> {
+    const TYPE: &'static str = "array of strings";
+    const ENV_IS_TEXT: bool = false;
+
+    fn parse(value: &toml::Value, cx: &mut FieldCx<'_>) -> Option<Self> {
+        let Some(items) = value.as_array() else {
+            cx.wrong_type("", "an array of strings", value);
+            return None;
+        };
+        let mut nets = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for (i, item) in items.iter().enumerate() {
+            let at = format!("[{i}]");
+            let Some(text) = item.as_str() else {
+                cx.wrong_type(&at, "a string", item);
+                ok = false;
+                continue;
+            };
+            match parse_net(text) {
+                Ok(net) => nets.push(net),
+                Err(problem) => {
+                    cx.report_at(&at, problem);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(nets)
+    }
+
+    fn render(&self, _: Render) -> Option<String> {
+        let nets: Vec<String> = self.iter().map(|n| toml_string(&n.to_string())).collect();
+        Some(format!("[{}]", nets.join(", ")))
+    }
+}
+
+/// One network of a list: a CIDR with no host bits, or a single address.
+fn parse_net(text: &str) -> Result<IpNet, Problem> {
+    if let Ok(addr) = text.parse::<IpAddr>() {
+        return Ok(IpNet::from(addr));
+    }
+    let net: IpNet = text.parse().map_err(|_| {
+        Problem::new(
+            ErrorKind::InvalidValue,
+            format!("expected a CIDR such as \"10.0.0.0/8\" or an IP address, got {text:?}"),
+        )
+    })?;
+    if net.trunc() != net {
+        return Err(Problem::new(
+            ErrorKind::InvalidValue,
+            format!("{text:?} has bits set after its prefix"),
+        )
+        .hint(format!("did you mean \"{}\"?", net.trunc())));
+    }
+    Ok(net)
 }
 
 /// A string field that must be one of a few words.

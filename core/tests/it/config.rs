@@ -335,6 +335,26 @@ const FIELD_CASES: &[(&str, &str, ErrorKind)] = &[
         "gateway.store_outage",
         ErrorKind::InvalidValue,
     ),
+    (
+        "[gateway]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.1/8\"]",
+        "gateway.trusted_proxies[1]",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[gateway]\ntrusted_proxies = [\"proxy.local\"]",
+        "gateway.trusted_proxies[0]",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[gateway]\ntrusted_proxies = \"10.0.0.0/8\"",
+        "gateway.trusted_proxies",
+        ErrorKind::WrongType,
+    ),
+    (
+        "[gateway]\ndrain_secs = 3601",
+        "gateway.drain_secs",
+        ErrorKind::OutOfRange,
+    ),
 ];
 
 #[test]

@@ -14,6 +14,7 @@ use fctf_core::store::{
 };
 use fctf_core::token::{Claims, Keyring, TokenKey, Verifier, mint};
 use fctf_gateway::admission::{Admission, AdmissionSettings};
+use fctf_gateway::client::TrustedProxies;
 use fctf_gateway::http::{HttpLimits, HttpSettings};
 use fctf_gateway::routing::Routing;
 use fctf_gateway::server::{GatewayHandle, GatewayOptions, Listen, spawn};
@@ -208,6 +209,36 @@ pub fn start_gateway_full(
     tcp: TcpSettings,
     fail_closed: bool,
 ) -> GatewayHandle {
+    start_gateway_trusting(store, limits, tcp, fail_closed, TrustedProxies::default())
+}
+
+/// A gateway on free ports in front of `store` that lets `trusted_proxies` name the client.
+pub fn start_gateway_trusting(
+    store: Arc<dyn StateStore>,
+    limits: HttpLimits,
+    tcp: TcpSettings,
+    fail_closed: bool,
+    trusted_proxies: TrustedProxies,
+) -> GatewayHandle {
+    start_gateway_draining(
+        store,
+        limits,
+        tcp,
+        fail_closed,
+        trusted_proxies,
+        Duration::ZERO,
+    )
+}
+
+/// A gateway on free ports in front of `store` whose graceful stop drains for `drain`.
+pub fn start_gateway_draining(
+    store: Arc<dyn StateStore>,
+    limits: HttpLimits,
+    tcp: TcpSettings,
+    fail_closed: bool,
+    trusted_proxies: TrustedProxies,
+    drain: Duration,
+) -> GatewayHandle {
     let verifier = Verifier::new(
         Keyring::new(vec![key()]).expect("keyring"),
         Duration::from_secs(5),
@@ -234,9 +265,10 @@ pub fn start_gateway_full(
             body_limit: 1024 * 1024,
             connect_timeout: Duration::from_secs(1),
             tls: false,
+            trusted_proxies,
         },
         threads: 1,
-        grace_period: Duration::ZERO,
+        grace_period: drain,
     })
     .expect("gateway starts")
 }
