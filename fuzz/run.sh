@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds and runs the fctf-core fuzz targets on the stable toolchain. See docs/fuzzing.md.
+# Builds and runs the fctf-core and fctf-gateway fuzz targets (stable toolchain). See docs/fuzzing.md.
 #
 #   fuzz/run.sh replay               build every target, run each over its committed corpus once
 #                                    (what CI runs; a few seconds once built)
@@ -14,7 +14,10 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-targets=(token_verify token_roundtrip naming_parse)
+targets=(
+    token_verify token_roundtrip naming_parse
+    gateway_tcp_line gateway_cookie gateway_redirect gateway_routing gateway_framing
+)
 target_dir="${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/fuzz}"
 target_dir="${target_dir:-$here/target}"
 cargo_fuzz_version="0.13.2"
