@@ -29,8 +29,14 @@ fn is_label(text: &str, any_case: bool) -> bool {
         && !text.ends_with('-')
 }
 
+/// A name whose last label reads as a number is an IPv4 address to the system resolver: refused.
 fn is_dns_name(text: &str) -> bool {
-    text.len() <= 253 && text.split('.').all(|l| is_label(l, true))
+    let last = text.rsplit('.').next().unwrap_or("");
+    let numeric = match last.strip_prefix("0x").or_else(|| last.strip_prefix("0X")) {
+        Some(hex) => hex.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()),
+    };
+    text.len() <= 253 && !numeric && text.split('.').all(|l| is_label(l, true))
 }
 
 fn port_of(text: &str) -> Option<u16> {

@@ -119,9 +119,13 @@ fn is_dns_label(text: &str) -> bool {
         && bytes[bytes.len() - 1] != b'-'
 }
 
-/// A host name: dot-separated labels of letters, digits and `-` (any case), at most 253 bytes.
+/// A host name: dot-separated labels of letters, digits and `-` (any case), at most 253 bytes,
+/// whose last label does not read as a number. Names like `127.1`, `2130706433` or `0x7f.1` are
+/// IPv4 addresses to the system resolver (and to browsers' URL parsers) but not to
+/// `Ipv4Addr::from_str`: accepting them as names would dial an address the route never spelled.
 fn is_dns_name(text: &str) -> bool {
     text.len() <= 253
+        && !text.rsplit('.').next().is_some_and(reads_as_number)
         && text.split('.').all(|label| {
             let bytes = label.as_bytes();
             !bytes.is_empty()
@@ -132,6 +136,18 @@ fn is_dns_name(text: &str) -> bool {
                 && bytes[0] != b'-'
                 && bytes[bytes.len() - 1] != b'-'
         })
+}
+
+/// A label an IPv4 parser in the inet_aton tradition takes for a number: decimal digits, or
+/// `0x` followed by hex digits (or nothing).
+fn reads_as_number(label: &str) -> bool {
+    let hex = label
+        .strip_prefix("0x")
+        .or_else(|| label.strip_prefix("0X"));
+    match hex {
+        Some(digits) => digits.bytes().all(|b| b.is_ascii_hexdigit()),
+        None => !label.is_empty() && label.bytes().all(|b| b.is_ascii_digit()),
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +210,12 @@ mod tests {
             "host..x:80",
             ":80",
             "a_b:80",
+            // Numeric spellings of 127.0.0.1 that glibc would resolve without DNS.
+            "127.1:80",
+            "2130706433:80",
+            "0x7f.1:80",
+            "127.000.000.001:80",
+            "host.0x:80",
         ] {
             assert!(routing().upstream(route).is_err(), "{route:?} accepted");
         }
