@@ -59,6 +59,17 @@ fn the_gateway_needs_a_valid_config() {
     assert!(message.contains("2 mistakes"), "{message}");
 }
 
+/// A child process killed when the test ends, however it ends: a failed assertion must not leave
+/// a gateway running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A port that was free a moment ago (the gateway binds it by address, as in production).
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -93,12 +104,15 @@ fn the_gateway_serves_until_sigterm() {
              admin_listen = \"127.0.0.1:{admin}\"\n"
         ),
     );
-    let mut child = fctf()
-        .args(["gateway", "-c", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        fctf()
+            .args(["gateway", "-c", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
 
     let deadline = Instant::now() + Duration::from_secs(20);
     let health = loop {
