@@ -9,9 +9,13 @@
 //! exact bucket:
 //! - a gateway may hold up to `batch - 1` tokens another gateway cannot use, so a client spread
 //!   over N gateways can be refused up to `N * (batch - 1)` requests early;
-//! - held tokens expire after [`LocalBudget`]'s lifetime (the time the bucket takes to refill a
-//!   batch, at most [`MAX_LIFETIME`]), so at any instant at most `burst + N * (batch - 1)`
-//!   requests pass.
+//! - over any window, at most `rate * window + burst + N * (batch - 1)` requests pass: what was
+//!   debited in the window plus what the gateways held when it began. This holds whatever the
+//!   held tokens' lifetime; they expire only so capacity a gateway no longer uses goes back to the
+//!   others: after the time the bucket takes to refill the batch, but never sooner than
+//!   [`MIN_LIFETIME`] (at high rates that time is shorter than the gap between one client's
+//!   requests, which would shrink every batch back to 1 and cost a store call per request) and
+//!   never later than [`MAX_LIFETIME`].
 //!
 //! Batches adapt to the traffic, so a slow client wastes nothing: the first take is 1 token, a
 //! batch spent before it lapses doubles the next one (up to the bucket's largest batch), and a
@@ -29,6 +33,9 @@ pub const MAX_BATCH: u32 = 64;
 
 /// Longest time held tokens stay spendable.
 pub const MAX_LIFETIME: Duration = Duration::from_secs(1);
+
+/// Shortest time held tokens stay spendable.
+pub const MIN_LIFETIME: Duration = Duration::from_millis(250);
 
 /// The largest batch for `limit`: a tenth of the burst, 1 to [`MAX_BATCH`].
 pub fn batch_size(limit: RateLimit) -> u32 {
@@ -114,7 +121,9 @@ impl LocalBudget {
             self.empty_until = Some(now + interval);
             return false;
         }
-        let lifetime = interval.saturating_mul(taken).min(MAX_LIFETIME);
+        let lifetime = interval
+            .saturating_mul(taken)
+            .clamp(MIN_LIFETIME, MAX_LIFETIME);
         self.last_batch = taken;
         self.tokens = self.tokens.saturating_add(taken - 1);
         self.expires = Some(now + lifetime);
@@ -192,10 +201,30 @@ mod tests {
     fn held_tokens_lapse_after_the_time_the_bucket_needs_to_refill_them() {
         let t0 = Instant::now();
         let mut budget = LocalBudget::default();
-        assert!(budget.refilled(20, LIMIT, t0));
-        // 20 tokens at 100/s: 200 ms.
-        assert_eq!(budget.spend(t0 + Duration::from_millis(199)), Spend::Spent);
-        assert_eq!(budget.spend(t0 + Duration::from_millis(200)), Spend::Refill);
+        assert!(budget.refilled(40, LIMIT, t0));
+        // 40 tokens at 100/s: 400 ms.
+        assert_eq!(budget.spend(t0 + Duration::from_millis(399)), Spend::Spent);
+        assert_eq!(budget.spend(t0 + Duration::from_millis(400)), Spend::Refill);
+    }
+
+    #[test]
+    fn at_high_rates_held_tokens_last_at_least_the_minimum_lifetime() {
+        let fast = RateLimit {
+            per_second: 1_000_000.0,
+            burst: 200,
+        };
+        let t0 = Instant::now();
+        let mut budget = LocalBudget::default();
+        assert!(budget.refilled(20, fast, t0));
+        // 20 tokens at 1,000,000/s refill in 20 µs: a client 80 µs apart still spends them.
+        for i in 1..20 {
+            assert_eq!(
+                budget.spend(t0 + Duration::from_micros(80 * i)),
+                Spend::Spent,
+                "token {i}"
+            );
+        }
+        assert_eq!(budget.spend(t0 + MIN_LIFETIME), Spend::Refill);
     }
 
     #[test]
