@@ -135,10 +135,7 @@ async fn connect_time_cap(store: Arc<dyn StateStore>, caps: TcpCaps, kind: &str)
     }
     drop(admitted);
     gw.stop();
-    store
-        .release_instance(inst.team, inst.challenge, inst.instance)
-        .await
-        .expect("release");
+    release(&*store, &inst).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,9 +219,6 @@ async fn exactly_the_per_token_cap_is_granted_under_concurrent_token_lines() {
         );
         drop(granted);
         gw.stop();
-        store
-            .release_instance(inst.team, inst.challenge, inst.instance)
-            .await
-            .expect("release");
+        release(&*store, &inst).await;
     }
 }

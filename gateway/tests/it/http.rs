@@ -258,10 +258,7 @@ async fn the_redis_store_backs_liveness_and_limits() {
     set_state(&*store, &mut inst, DeploymentState::Stopping).await;
     assert_eq!(get(addr, "/", Some(&cookie)).await.status, 403);
     gw.stop();
-    store
-        .release_instance(inst.team, inst.challenge, inst.instance)
-        .await
-        .expect("release");
+    release(&*store, &inst).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -144,6 +144,14 @@ pub async fn run_instance(
     }
 }
 
+/// Releases `instance`'s quota slot and record, so a test on a shared Redis leaves nothing behind.
+pub async fn release(store: &dyn StateStore, instance: &Instance) {
+    store
+        .release_instance(instance.team, instance.challenge, instance.instance)
+        .await
+        .expect("release");
+}
+
 /// Sets the state of `instance`'s record.
 pub async fn set_state(store: &dyn StateStore, instance: &mut Instance, state: DeploymentState) {
     let mut record = instance.record.clone();

@@ -118,10 +118,7 @@ async fn per_token_cap(store: Arc<dyn StateStore>) {
     assert!(granted, "a freed slot is reusable");
     drop(sessions);
     gw.stop();
-    store
-        .release_instance(inst.team, inst.challenge, inst.instance)
-        .await
-        .expect("release");
+    release(&*store, &inst).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
