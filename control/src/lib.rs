@@ -1,5 +1,11 @@
-//! fctf-control: the control-plane APIs.
+//! fctf-control: the control-plane APIs (axum).
 //!
-//! Not built yet: the Contestant Service and the admin REST API (issue 4) and the Deployment
-//! Center (issue 5). They will share [`fctf_core::config`], [`fctf_core::store`],
-//! [`fctf_core::queue`] and [`fctf_core::signing`]. This crate depends only on fctf-core.
+//! - [`deployment`]: the Deployment Center, the one control API for instance start, stop,
+//!   status and logs, and [`deployment::contract`], what the Contestant Service asks of it.
+//! - [`error`]: the one JSON error shape of every API here.
+//!
+//! This crate depends only on fctf-core; the `fctf` binary wires it to a runtime from
+//! fctf-workers through [`fctf_core::runtime::InstanceRuntime`].
+
+pub mod deployment;
+pub mod error;

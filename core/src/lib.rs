@@ -12,12 +12,17 @@
 //! - [`config`]: the one TOML config file, its env overrides and its validation.
 //! - [`store`]: deployment state, quotas, rate limits, leases, locks, counters.
 //! - [`queue`]: the deploy job message and the RabbitMQ topology.
+//! - [`runtime`]: the trait every instance runtime implements (local, Kubernetes, Argo).
+//! - [`db`]: the database schema (MariaDB or SQLite), its migrations and the instance tracking
+//!   rows.
 
 pub mod clock;
 pub mod config;
+pub mod db;
 pub mod ids;
 pub mod naming;
 pub mod queue;
+pub mod runtime;
 pub mod signing;
 pub mod store;
 pub mod token;

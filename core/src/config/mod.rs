@@ -18,6 +18,7 @@
 //! An empty file is a valid config: the **embedded default** (`fctf up`): in-process state store
 //! and queue, a SQLite file, and token and signing keys generated at each start.
 
+mod control;
 mod error;
 mod reference;
 mod schema;
@@ -28,13 +29,16 @@ mod values;
 use std::collections::HashMap;
 use std::path::Path;
 
+pub use self::control::{
+    ConsumerConfig, ContestantConfig, DeploymentConfig, ListenerConfig, RuntimeConfig,
+};
 pub use self::error::{ConfigError, ConfigErrors, ErrorKind};
 pub use self::reference::{example_toml, reference_markdown};
 pub use self::sections::{
     DatabaseConfig, GatewayConfig, QueueConfig, SigningConfig, StoreConfig, TokensConfig,
 };
 pub use self::source::{ConfigSource, MAX_FILE_LEN, MapSource, ProcessSource};
-pub use self::values::{KeyEntry, KeyOrigin, QueueBackend, ServiceUrl, StoreBackend};
+pub use self::values::{KeyEntry, KeyOrigin, QueueBackend, RuntimeKind, ServiceUrl, StoreBackend};
 
 use self::schema::{
     EnvOverride, Files, Render, Section, SectionDoc, SectionReader, check_keys, closest, env_name,
@@ -104,6 +108,16 @@ config_sections! {
     database: DatabaseConfig,
     /// `[gateway]`: the Challenge Gateway.
     gateway: GatewayConfig,
+    /// `[contestant]`: the Contestant Service and admin API.
+    contestant: ContestantConfig,
+    /// `[deployment]`: the Deployment Center.
+    deployment: DeploymentConfig,
+    /// `[consumer]`: the Deployment Consumer.
+    consumer: ConsumerConfig,
+    /// `[runtime]`: where instances run.
+    runtime: RuntimeConfig,
+    /// `[listener]`: the Deployment Listener.
+    listener: ListenerConfig,
 }
 
 impl Config {

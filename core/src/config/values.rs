@@ -44,6 +44,23 @@ macro_rules! integer_setting {
 
 integer_setting!(u16, u32, u64);
 
+impl Setting for bool {
+    const TYPE: &'static str = "boolean";
+    const ENV_IS_TEXT: bool = false;
+
+    fn parse(value: &toml::Value, cx: &mut FieldCx<'_>) -> Option<Self> {
+        let Some(b) = value.as_bool() else {
+            cx.wrong_type("", "true or false", value);
+            return None;
+        };
+        Some(b)
+    }
+
+    fn render(&self, _: Render) -> Option<String> {
+        Some(self.to_string())
+    }
+}
+
 impl Setting for String {
     const TYPE: &'static str = "string";
     const ENV_IS_TEXT: bool = true;
@@ -146,6 +163,18 @@ config_choice! {
         Memory = "memory",
         /// Redis, shared by every process of a deployment.
         Redis = "redis",
+    }
+}
+
+config_choice! {
+    /// Where challenge instances run.
+    pub enum RuntimeKind {
+        /// Child processes on this machine: the embedded default (`fctf up`) and the tests.
+        Local = "local",
+        /// Kubernetes objects applied directly by the Deployment Consumer.
+        Kubernetes = "kubernetes",
+        /// Argo Workflows (`start-chal-v2-template`), which apply the same objects.
+        Argo = "argo",
     }
 }
 

@@ -355,6 +355,231 @@ const FIELD_CASES: &[(&str, &str, ErrorKind)] = &[
         "gateway.drain_secs",
         ErrorKind::OutOfRange,
     ),
+    (
+        "[contestant]\nlisten = \"a b\"",
+        "contestant.listen",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[contestant]\nadmin_listen = \"a b\"",
+        "contestant.admin_listen",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[contestant]\npublic_url = \"ftp://x\"",
+        "contestant.public_url",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[contestant]\ndeployment_center_url = \"ftp://x\"",
+        "contestant.deployment_center_url",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[contestant]\nsession_ttl_secs = 31536001",
+        "contestant.session_ttl_secs",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[contestant]\nregistration_open = \"yes\"",
+        "contestant.registration_open",
+        ErrorKind::WrongType,
+    ),
+    (
+        "[contestant]\nmax_users = 10000001",
+        "contestant.max_users",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[contestant]\npassword_min_len = 129",
+        "contestant.password_min_len",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[contestant]\nteam_size = 1001",
+        "contestant.team_size",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[contestant]\napi_ip_per_sec = 1000001",
+        "contestant.api_ip_per_sec",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[contestant]\napi_ip_burst = 10000001",
+        "contestant.api_ip_burst",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[contestant]\napi_user_per_sec = 1000001",
+        "contestant.api_user_per_sec",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[contestant]\napi_user_burst = 10000001",
+        "contestant.api_user_burst",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[contestant]\nwrong_flags_per_min = 10001",
+        "contestant.wrong_flags_per_min",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[contestant]\ntrusted_proxies = [\"10.0.0.1/8\"]",
+        "contestant.trusted_proxies[0]",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[contestant]\nfiles_dir = \"a b\"",
+        "contestant.files_dir",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[deployment]\nlisten = \"a b\"",
+        "deployment.listen",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[deployment]\ninstances_per_team = 1001",
+        "deployment.instances_per_team",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[deployment]\nprovisional_ttl_secs = 86401",
+        "deployment.provisional_ttl_secs",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[deployment]\ndefault_lifetime_secs = 604801",
+        "deployment.default_lifetime_secs",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[deployment]\nextend_secs = 604801",
+        "deployment.extend_secs",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[deployment]\nextend_window_secs = 604801",
+        "deployment.extend_window_secs",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[deployment]\nextend_max = 101",
+        "deployment.extend_max",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[deployment]\npublic_http_url = \"ftp://x\"",
+        "deployment.public_http_url",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[deployment]\npublic_tcp_host = \"a b\"",
+        "deployment.public_tcp_host",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[deployment]\npublic_tcp_port = 65536",
+        "deployment.public_tcp_port",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[consumer]\nprefetch = 1001",
+        "consumer.prefetch",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[consumer]\nbudget = 100001",
+        "consumer.budget",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[consumer]\nretry_base_ms = 600001",
+        "consumer.retry_base_ms",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[consumer]\nretry_max_ms = 3600001",
+        "consumer.retry_max_ms",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[runtime]\nkind = \"docker\"",
+        "runtime.kind",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[runtime]\nlocal_host = \"a b\"",
+        "runtime.local_host",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[runtime]\nlocal_ready_timeout_secs = 3601",
+        "runtime.local_ready_timeout_secs",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[runtime]\nplatform_namespace = \"a b\"",
+        "runtime.platform_namespace",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[runtime]\nimage_pull_secret = \"a b\"",
+        "runtime.image_pull_secret",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[runtime]\nargo_namespace = \"a b\"",
+        "runtime.argo_namespace",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[runtime]\njob_ttl_after_finished_secs = 86401",
+        "runtime.job_ttl_after_finished_secs",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[listener]\nresync_secs = 3601",
+        "listener.resync_secs",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[listener]\nshards = 257",
+        "listener.shards",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[listener]\nghost_grace_secs = 86401",
+        "listener.ghost_grace_secs",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[listener]\norphan_strikes = 101",
+        "listener.orphan_strikes",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[listener]\nimage_pull_grace_secs = 86401",
+        "listener.image_pull_grace_secs",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[listener]\ncrash_restarts = 1001",
+        "listener.crash_restarts",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[listener]\ncreating_grace_secs = 86401",
+        "listener.creating_grace_secs",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[listener]\nnot_ready_grace_secs = 86401",
+        "listener.not_ready_grace_secs",
+        ErrorKind::OutOfRange,
+    ),
 ];
 
 #[test]
@@ -705,7 +930,10 @@ fn a_mistyped_environment_variable_is_a_mistake() {
             Some(format!("did you mean {suggestion}?").as_str())
         );
     }
-    let errors = errors("", &MapSource::new().with_env("FCTF_FRONTEND__LISTEN", "x"));
+    let errors = errors(
+        "",
+        &MapSource::new().with_env("FCTF_BILLING__QUOTA_CURRENCY", "x"),
+    );
     assert!(
         errors.0[0]
             .hint

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod config;
+mod db;
 mod naming;
 mod queue;
 mod redis_fixture;

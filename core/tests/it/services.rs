@@ -47,3 +47,16 @@ pub async fn require_rabbitmq() {
 pub fn unique_prefix(test: &str) -> String {
     format!("fctf-test:{test}:{}:", uuid::Uuid::new_v4().simple())
 }
+
+/// MariaDB for tests (a server URL with a database to connect to first): `FCTF_TEST_MYSQL_URL`,
+/// or the machine's default. Tests create a database of their own on it
+/// ([`fctf_core::db::ScratchDatabase`]).
+pub fn mysql_url() -> String {
+    std::env::var("FCTF_TEST_MYSQL_URL")
+        .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned())
+}
+
+/// Fails the test loudly unless MariaDB answers on the default address.
+pub async fn require_mariadb() {
+    require_tcp("MariaDB", "127.0.0.1:3306", "service mariadb start").await;
+}

@@ -1,0 +1,3 @@
+//! The Deployment Center.
+
+pub mod contract;

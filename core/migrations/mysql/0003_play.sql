@@ -1,0 +1,1 @@
+-- Reserved for the Contestant Service schema; filled by its issue (see core/src/db/mod.rs).
