@@ -1,6 +1,12 @@
-//! fctf-workers: the Deployment Consumer, the runtimes and the Deployment Listener.
+//! fctf-workers: the Deployment Consumer, the instance runtimes and the Deployment Listener.
 //!
-//! Not built yet (issue 5). The consumer will take [`fctf_core::queue::DeployJob`]s from the
-//! deploy queue and start instances through a runtime (`local`, `kubernetes`, `argo`); the
-//! listener will reconcile what really runs with the state store and the database. This crate
-//! depends only on fctf-core.
+//! - [`consumer`]: takes deploy jobs from the queue and carries them out through a runtime.
+//! - [`runtime`]: the implementations of [`fctf_core::runtime::InstanceRuntime`]: `local`
+//!   (child processes), `kubernetes` (objects applied directly) and `argo` (workflows).
+//! - [`listener`]: observes what really runs and reconciles the state store and the database.
+//!
+//! This crate depends only on fctf-core.
+
+pub mod consumer;
+pub mod listener;
+pub mod runtime;

@@ -1,0 +1,1 @@
+//! The Deployment Consumer (being built).

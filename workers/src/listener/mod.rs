@@ -1,0 +1,1 @@
+//! The Deployment Listener (being built).

@@ -1,0 +1,1 @@
+//! The `argo` runtime (being built).

@@ -1,0 +1,1 @@
+//! The `local` runtime (being built).

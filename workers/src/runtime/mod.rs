@@ -1,0 +1,5 @@
+//! The instance runtimes.
+
+pub mod argo;
+pub mod kubernetes;
+pub mod local;
