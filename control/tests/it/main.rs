@@ -2,3 +2,6 @@
 //! talk to the real servers on loopback; they fail, never skip, when a server does not answer.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod deployment;
+mod accounts;
+mod play;

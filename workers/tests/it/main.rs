@@ -2,3 +2,7 @@
 //! talk to the real servers on loopback; they fail, never skip, when a server does not answer.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+mod consumer;
+mod runtime_local;
+mod listener;
+mod kubernetes;

@@ -1,0 +1,1 @@
+//! Tests of the accounts part (see control/src/).

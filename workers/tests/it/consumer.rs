@@ -1,0 +1,1 @@
+//! Tests of the consumer part (see workers/src/).

@@ -1,0 +1,1 @@
+//! Tests of the listener part (see workers/src/).

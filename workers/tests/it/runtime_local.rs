@@ -1,0 +1,1 @@
+//! Tests of the runtime_local part (see workers/src/).
