@@ -14,7 +14,7 @@ Exit codes:
   2   the command line could not be parsed
   64  invalid input: a config file with mistakes (each listed), unreadable or not TOML;
       a key file, argument or token input that cannot be used
-  69  the role is not built yet
+  69  the role is not built yet, or a service it needs (database, store, queue) is unreachable
   70  the role failed while running (for example a listener could not bind)
   74  output could not be written";
 
@@ -52,8 +52,25 @@ pub enum Command {
     Consumer(RoleArgs),
     /// Run the Deployment Listener, which reconciles instance state [not built yet: issue 5].
     Listener(RoleArgs),
-    /// Create or upgrade the database schema [not built yet: issue 4].
+    /// Create or upgrade the database schema named by `[database].url`, then exit.
+    #[command(after_help = EXIT_CODES)]
     Migrate(RoleArgs),
+    /// Run a demo challenge instance program (the local runtime starts it with PORT and FLAG).
+    DemoChallenge(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Which demo: `http` (a web page) or `tcp` (a line service for nc / pwntools).
+    #[arg(value_enum)]
+    pub kind: DemoKind,
+}
+
+/// The demo challenge programs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DemoKind {
+    Http,
+    Tcp,
 }
 
 #[derive(Debug, Args)]

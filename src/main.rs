@@ -3,6 +3,7 @@
 
 mod check_config;
 mod cli;
+mod demo;
 mod outcome;
 mod roles;
 mod token;
@@ -48,6 +49,7 @@ fn run(command: Command) -> Result<Exit, Failure> {
         Command::DeploymentCenter(args) => Ok(roles::not_built("deployment-center", 5, &args)),
         Command::Consumer(args) => Ok(roles::not_built("consumer", 5, &args)),
         Command::Listener(args) => Ok(roles::not_built("listener", 5, &args)),
-        Command::Migrate(args) => Ok(roles::not_built("migrate", 4, &args)),
+        Command::Migrate(args) => roles::migrate(&args),
+        Command::DemoChallenge(args) => demo::run(args.kind),
     }
 }

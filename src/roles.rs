@@ -3,6 +3,7 @@
 
 use anyhow::anyhow;
 use fctf_core::config::{self, Config, ProcessSource};
+use fctf_core::db::Database;
 
 use crate::check_config;
 use crate::cli::RoleArgs;
@@ -41,4 +42,32 @@ pub fn not_built(role: &str, issue: u32, args: &RoleArgs) -> Exit {
     };
     eprintln!("`fctf {role}` is not built yet (see issue {issue}); nothing was started{config}");
     Exit::Unavailable
+}
+
+/// `fctf migrate -c FILE`: applies the schema migrations to `[database].url`, then exits.
+pub fn migrate(args: &RoleArgs) -> Result<Exit, Failure> {
+    let config = load(args, "migrate")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .or_exit(Exit::Software)?;
+    let url = config.database.url.as_str().to_owned();
+    let applied = runtime
+        .block_on(async {
+            let db = Database::connect(&url, 1).await?;
+            let applied = db.migrate().await?;
+            let version = db.schema_version().await?;
+            db.close().await;
+            Ok::<_, fctf_core::db::DbError>((applied, version))
+        })
+        .map_err(|e| anyhow!("migrating {}: {e}", config.database.url.redacted()))
+        .or_exit(Exit::Unavailable)?;
+    let (applied, version) = applied;
+    if applied.is_empty() {
+        println!("database schema is up to date (version {version})");
+    } else {
+        println!("applied migrations {applied:?}; database schema is at version {version}");
+    }
+    Ok(Exit::Ok)
 }

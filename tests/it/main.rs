@@ -6,6 +6,8 @@
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
 mod check_config;
+mod demo;
+mod migrate;
 mod roles;
 mod token;
 

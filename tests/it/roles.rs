@@ -16,7 +16,6 @@ fn unbuilt_roles_say_so_and_exit_69() {
         ("deployment-center", 5),
         ("consumer", 5),
         ("listener", 5),
-        ("migrate", 4),
     ] {
         let output = run(&[role]);
         assert_exit(&output, 69);
