@@ -118,3 +118,84 @@ pub trait DeploymentControl: Send + Sync + std::fmt::Debug {
     /// The last `tail` lines of the instance's output (admin).
     async fn logs(&self, target: &InstanceTarget, tail: u32) -> Result<String, ApiError>;
 }
+
+// ---- wire-only types: bodies of the routes that have no single contract type ----
+
+/// Paths of the Deployment Center's routes. Every route is `POST` with a JSON body and a
+/// `[signing]` signature over the exact bytes, so one signer serves them all.
+pub mod paths {
+    /// Body [`StartRequest`](super::StartRequest), answer [`InstanceStatus`](super::InstanceStatus).
+    pub const START: &str = "/v1/instances/start";
+    /// Body [`InstanceTarget`](super::InstanceTarget), answer `InstanceStatus`.
+    pub const STOP: &str = "/v1/instances/stop";
+    /// Body [`StopAllRequest`](super::StopAllRequest), answer [`StopAllResponse`](super::StopAllResponse).
+    pub const STOP_ALL: &str = "/v1/instances/stop-all";
+    /// Body [`InstanceTarget`](super::InstanceTarget), answer `InstanceStatus`.
+    pub const STATUS: &str = "/v1/instances/status";
+    /// Body [`ExtendRequest`](super::ExtendRequest), answer `InstanceStatus`.
+    pub const EXTEND: &str = "/v1/instances/extend";
+    /// Body [`ListRequest`](super::ListRequest), answer a JSON array of `InstanceStatus`.
+    pub const LIST: &str = "/v1/instances/list";
+    /// Body [`LogsRequest`](super::LogsRequest), answer [`LogsResponse`](super::LogsResponse).
+    pub const LOGS: &str = "/v1/instances/logs";
+    /// Body [`WorkflowCallback`](super::WorkflowCallback), answer `InstanceStatus`.
+    pub const WORKFLOW_CALLBACK: &str = "/v1/workflows/callback";
+}
+
+/// Body of [`paths::LIST`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListRequest {
+    #[serde(default)]
+    pub team: Option<TeamId>,
+    pub limit: u32,
+    #[serde(default)]
+    pub offset: u32,
+}
+
+/// Body of [`paths::STOP_ALL`] (empty today; an object so fields can be added).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopAllRequest {}
+
+/// Answer of [`paths::STOP_ALL`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StopAllResponse {
+    /// How many instances were moved to Stopping.
+    pub requested: u32,
+}
+
+/// Body of [`paths::LOGS`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsRequest {
+    pub target: InstanceTarget,
+    pub tail: u32,
+}
+
+/// Answer of [`paths::LOGS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogsResponse {
+    pub logs: String,
+}
+
+/// How a workflow ended, in Argo's words (`{{workflow.status}}` of an exit hook).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkflowPhase {
+    Succeeded,
+    Failed,
+    Error,
+}
+
+/// Body of [`paths::WORKFLOW_CALLBACK`]: what a deployment workflow's exit hook posts (signed
+/// like every other call). Flat, so a shell step can write it with `printf`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowCallback {
+    pub team: TeamId,
+    pub challenge: ChallengeId,
+    /// The instance the workflow deployed; a callback for an older instance changes nothing.
+    pub instance: InstanceId,
+    /// The workflow's name (for logs).
+    pub workflow: String,
+    pub status: WorkflowPhase,
+    /// Argo's message for a failed workflow, if any.
+    #[serde(default)]
+    pub message: Option<String>,
+}

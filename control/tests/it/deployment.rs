@@ -1,1 +1,8 @@
-//! Tests of the deployment part (see control/src/).
+//! Tests of the Deployment Center (control/src/deployment/): the signed HTTP API through tower's
+//! `oneshot`, the instance lifecycle on the in-process store and queue and on real Redis and
+//! RabbitMQ, and the HTTP client against a served Deployment Center.
+
+mod client;
+mod fixture;
+mod lifecycle;
+mod signed;

@@ -1,1 +1,647 @@
-//! The `local` runtime (being built).
+//! The `local` runtime: each instance is the challenge's command ([`DeploySpec::command`]) run as
+//! a child process group on a free loopback port. It carries `fctf up` and the end-to-end tests.
+//!
+//! - **The process.** The command runs in its own process group (`process_group(0)`), in a
+//!   working directory of its own, with a clean environment: `PATH`, `HOME`, `LANG`, the spec's
+//!   `env` (which carries the team's `FLAG`), then `PORT` and `HOST` (the address to listen on,
+//!   `[runtime].local_host`). The platform's own environment (config overrides, secrets) never
+//!   reaches a challenge.
+//! - **Stop** signals the whole group (SIGTERM, SIGKILL after [`LocalSettings::stop_grace`]), so
+//!   grandchildren die too, and returns once none of them runs.
+//! - **Observed honestly.** `Creating` until the port accepts connections, then
+//!   `Started { ready: true }`; `Ended` once the leader exited (the rest of its group is then
+//!   killed: nothing is leaked); `Failed` when it never became ready within
+//!   `[runtime].local_ready_timeout_secs` (killed). Restarts are always 0: the runtime never
+//!   restarts a process.
+//! - **Lifetime.** Killed at spawn time plus [`DeploySpec::lifetime_secs`] (observed as
+//!   `Ended { succeeded: false }` with reason `DeadlineExceeded`, as a Kubernetes Job's
+//!   `activeDeadlineSeconds` would).
+//! - **Survives a restart of the platform.** One JSON file per instance in the state directory
+//!   (pid, group, `/proc` start time, port, identity, lifetime). [`LocalRuntime::open`] reads them
+//!   back: a child still running is adopted and observed again, one that died meanwhile is
+//!   reported `Ended`. The process's start time guards against a recycled pid. Output goes to a
+//!   file (not a pipe), so a child never dies of SIGPIPE because the platform restarted.
+//! - **Output** (stdout and stderr, interleaved) is kept per instance under a size bound
+//!   ([`LocalSettings::log_limit_bytes`]; the oldest half is dropped past it).
+
+mod output;
+mod process;
+mod state_file;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fctf_core::clock;
+use fctf_core::config::RuntimeConfig;
+use fctf_core::ids::InstanceId;
+use fctf_core::queue::DeploySpec;
+use fctf_core::runtime::{
+    InstanceRef, InstanceRuntime, Observed, Phase, Placement, RuntimeError, RuntimeResult,
+};
+use tokio::process::Child;
+use tokio::time::{MissedTickBehavior, interval};
+
+use self::state_file::{InstanceFile, Outcome};
+
+/// How often each instance is checked (readiness, exit of an adopted process, lifetime).
+const POLL: Duration = Duration::from_millis(100);
+
+/// How long one readiness probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The `local` runtime's settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalSettings {
+    /// Address instances listen on and the gateway connects to (`[runtime].local_host`).
+    pub host: String,
+    /// How long an instance may take to accept connections before it is Failed.
+    pub ready_timeout: Duration,
+    /// Time between SIGTERM and SIGKILL when an instance is stopped.
+    pub stop_grace: Duration,
+    /// Most bytes of output kept per instance.
+    pub log_limit_bytes: u64,
+}
+
+impl LocalSettings {
+    /// The settings of `[runtime]` (stop grace 2 s, 1 MiB of output per instance).
+    pub fn from_config(config: &RuntimeConfig) -> Self {
+        Self {
+            host: config.local_host.clone(),
+            ready_timeout: Duration::from_secs(config.local_ready_timeout_secs),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for LocalSettings {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".to_owned(),
+            ready_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(2),
+            log_limit_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Why [`LocalRuntime::open`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalRuntimeError {
+    /// The state directory could not be created or read.
+    #[error("local runtime state directory {path}: {source}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The `local` runtime. Cheap to clone; clones share the instances.
+#[derive(Clone, Debug)]
+pub struct LocalRuntime {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    dir: PathBuf,
+    settings: LocalSettings,
+    entries: Mutex<HashMap<InstanceId, Entry>>,
+    /// Serialises deploys, so two deliveries of one job can never spawn two processes.
+    deploy_lock: tokio::sync::Mutex<()>,
+}
+
+/// What the runtime knows of one instance.
+#[derive(Debug)]
+struct Entry {
+    file: InstanceFile,
+    phase: Phase,
+    phase_since_ms: u64,
+    waiting_reason: Option<String>,
+    terminating: bool,
+    supervisor: Option<tokio::task::AbortHandle>,
+}
+
+impl Entry {
+    fn id(&self) -> InstanceRef {
+        InstanceRef {
+            team: self.file.team,
+            challenge: self.file.challenge,
+            instance: self.file.instance,
+        }
+    }
+
+    fn route(&self) -> String {
+        route(&self.file.host, self.file.port)
+    }
+
+    fn set_phase(&mut self, phase: Phase, reason: Option<&str>, now_ms: u64) {
+        if self.phase != phase {
+            self.phase = phase;
+            self.phase_since_ms = now_ms;
+        }
+        self.waiting_reason = reason.map(str::to_owned);
+    }
+}
+
+/// `host:port`, with brackets around an IPv6 address.
+fn route(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// The phase and reason an ended instance is observed with.
+fn ended_phase(outcome: &Outcome) -> (Phase, &'static str) {
+    match outcome {
+        Outcome::Exited { succeeded: true } => (Phase::Ended { succeeded: true }, "Completed"),
+        Outcome::Exited { succeeded: false } => (Phase::Ended { succeeded: false }, "Error"),
+        Outcome::LifetimeOver => (Phase::Ended { succeeded: false }, "DeadlineExceeded"),
+        Outcome::NeverReady => (Phase::Failed, "NeverReady"),
+        Outcome::Vanished => (Phase::Ended { succeeded: false }, "Vanished"),
+    }
+}
+
+impl LocalRuntime {
+    /// Opens the runtime on state directory `dir` (created when missing) and adopts the
+    /// instances its files describe: still running ones are watched again, dead ones reported
+    /// `Ended` (and whatever is left of their process group killed). Needs a Tokio runtime.
+    pub async fn open(
+        dir: impl AsRef<Path>,
+        settings: LocalSettings,
+    ) -> Result<Self, LocalRuntimeError> {
+        let dir = dir.as_ref().to_path_buf();
+        let state_dir_error = |source| LocalRuntimeError::StateDir {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(dir.join("work")).map_err(state_dir_error)?;
+        let files = state_file::read_all(&dir).map_err(state_dir_error)?;
+        let runtime = Self {
+            inner: Arc::new(Inner {
+                dir: dir.clone(),
+                settings,
+                entries: Mutex::new(HashMap::new()),
+                deploy_lock: tokio::sync::Mutex::new(()),
+            }),
+        };
+        for file in files {
+            match file {
+                Ok(file) => runtime.adopt(file).await,
+                Err(path) => {
+                    tracing::warn!(path = %path.display(), "unreadable local instance file ignored");
+                }
+            }
+        }
+        Ok(runtime)
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    async fn adopt(&self, mut file: InstanceFile) {
+        let now = clock::unix_now_millis();
+        if file.outcome.is_none()
+            && !process::leader_alive(file.pid, file.start_ticks)
+            && process::group_is_ours(file.pid, file.start_ticks)
+        {
+            // Died while nobody watched: kill what may be left of its group, say so for good.
+            if let Err(e) = process::stop_group(file.pgid, self.inner.settings.stop_grace).await {
+                tracing::warn!(instance = %file.instance, "{e}");
+            }
+        }
+        let alive = file.outcome.is_none() && process::leader_alive(file.pid, file.start_ticks);
+        if file.outcome.is_none() && !alive {
+            file.outcome = Some(Outcome::Vanished);
+            file.ended_at_ms = Some(now);
+            if let Err(e) = state_file::write(&self.inner.dir, &file) {
+                tracing::warn!(instance = %file.instance, "cannot record the end: {e}");
+            }
+        }
+        let (phase, reason, since) = match &file.outcome {
+            Some(outcome) => {
+                let (phase, reason) = ended_phase(outcome);
+                (phase, Some(reason), file.ended_at_ms.unwrap_or(now))
+            }
+            None => (Phase::Creating, Some("ProcessStarting"), now),
+        };
+        let instance = file.instance;
+        let entry = Entry {
+            file,
+            phase,
+            phase_since_ms: since,
+            waiting_reason: reason.map(str::to_owned),
+            terminating: false,
+            supervisor: None,
+        };
+        self.inner.entries().insert(instance, entry);
+        if alive {
+            tracing::info!(%instance, "local instance adopted");
+            self.supervise(instance, None);
+        }
+    }
+
+    /// Starts the task that watches `instance` (with its [`Child`] when this process spawned it).
+    fn supervise(&self, instance: InstanceId, child: Option<Child>) {
+        let task = tokio::spawn(supervise(Arc::downgrade(&self.inner), instance, child));
+        if let Some(entry) = self.inner.entries().get_mut(&instance) {
+            entry.supervisor = Some(task.abort_handle());
+        }
+    }
+
+    fn spawn(&self, id: &InstanceRef, spec: &DeploySpec) -> RuntimeResult<(InstanceFile, Child)> {
+        let inner = &self.inner;
+        let Some((program, args)) = spec.command.as_deref().and_then(|c| c.split_first()) else {
+            return Err(RuntimeError::Rejected(
+                "this challenge has no command to run on the local runtime".to_owned(),
+            ));
+        };
+        let unavailable =
+            |what: &str, e: io::Error| RuntimeError::Unavailable(format!("{what}: {e}"));
+        let host = inner.settings.host.clone();
+        let port = std::net::TcpListener::bind((host.as_str(), 0))
+            .and_then(|l| l.local_addr())
+            .map_err(|e| unavailable("no free port", e))?
+            .port();
+        let work = state_file::work_dir(&inner.dir, id.instance);
+        std::fs::create_dir_all(&work).map_err(|e| unavailable("working directory", e))?;
+        let out = output::create(&state_file::log_path(&inner.dir, id.instance))
+            .map_err(|e| unavailable("output file", e))?;
+        let err = out.try_clone().map_err(|e| unavailable("output file", e))?;
+
+        let mut command = std::process::Command::new(program);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        command
+            .args(args)
+            .current_dir(&work)
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()),
+            )
+            .env("HOME", &work)
+            .env("LANG", "C.UTF-8")
+            .envs(&spec.env)
+            .env("PORT", port.to_string())
+            .env("HOST", &host)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        let child = tokio::process::Command::from(command)
+            .spawn()
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::PermissionDenied => {
+                    RuntimeError::Rejected(format!("cannot run `{program}`: {e}"))
+                }
+                _ => unavailable("spawn", e),
+            })?;
+        let pid = child
+            .id()
+            .and_then(|pid| i32::try_from(pid).ok())
+            .ok_or_else(|| RuntimeError::Unavailable("spawned process has no pid".to_owned()))?;
+        let created_at_ms = clock::unix_now_millis();
+        let lifetime_ms = spec.lifetime_secs.saturating_mul(1000);
+        let file = InstanceFile {
+            team: id.team,
+            challenge: id.challenge,
+            instance: id.instance,
+            pid,
+            pgid: pid,
+            start_ticks: process::proc_stat(pid).map(|s| s.start_ticks),
+            host,
+            port,
+            created_at_ms,
+            started_at_ms: 0,
+            lifetime_secs: spec.lifetime_secs,
+            deadline_ms: created_at_ms.saturating_add(lifetime_ms),
+            outcome: None,
+            ended_at_ms: None,
+        };
+        Ok((file, child))
+    }
+}
+
+impl Inner {
+    fn entries(&self) -> MutexGuard<'_, HashMap<InstanceId, Entry>> {
+        // Every critical section leaves the map consistent, so a poisoned lock is still sound.
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records how `instance` ended (in memory and in its file), unless it is being removed.
+    fn record_end(&self, instance: InstanceId, outcome: Outcome) {
+        let now = clock::unix_now_millis();
+        let file = {
+            let mut entries = self.entries();
+            let Some(entry) = entries.get_mut(&instance) else {
+                return;
+            };
+            if entry.terminating || entry.file.outcome.is_some() {
+                return;
+            }
+            let (phase, reason) = ended_phase(&outcome);
+            entry.set_phase(phase, Some(reason), now);
+            entry.file.outcome = Some(outcome);
+            entry.file.ended_at_ms = Some(now);
+            entry.file.clone()
+        };
+        if let Err(e) = state_file::write(&self.dir, &file) {
+            tracing::warn!(%instance, "cannot record the end: {e}");
+        }
+    }
+}
+
+/// What the supervisor reads of an entry each tick.
+struct Watch {
+    pid: i32,
+    pgid: i32,
+    start_ticks: Option<u64>,
+    host: String,
+    port: u16,
+    created_at_ms: u64,
+    deadline_ms: u64,
+    creating: bool,
+}
+
+/// Watches one instance until it ended or is removed: readiness, exit (with its status when
+/// `child` is ours), ready timeout, lifetime, output bound. Holds the runtime weakly, so it ends
+/// when the runtime is dropped (the process lives on, to be adopted by the next one).
+async fn supervise(runtime: Weak<Inner>, instance: InstanceId, mut child: Option<Child>) {
+    let mut tick = interval(POLL);
+    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
+    loop {
+        let exited = match child.as_mut() {
+            Some(c) => tokio::select! {
+                status = c.wait() => Some(status.map(|s| s.success()).unwrap_or(false)),
+                _ = tick.tick() => None,
+            },
+            None => {
+                tick.tick().await;
+                None
+            }
+        };
+        ticks += 1;
+        let Some(inner) = runtime.upgrade() else {
+            return;
+        };
+        let watch = {
+            let entries = inner.entries();
+            let Some(entry) = entries.get(&instance) else {
+                return;
+            };
+            if entry.terminating || entry.file.outcome.is_some() {
+                return;
+            }
+            Watch {
+                pid: entry.file.pid,
+                pgid: entry.file.pgid,
+                start_ticks: entry.file.start_ticks,
+                host: entry.file.host.clone(),
+                port: entry.file.port,
+                created_at_ms: entry.file.created_at_ms,
+                deadline_ms: entry.file.deadline_ms,
+                creating: entry.phase == Phase::Creating,
+            }
+        };
+        let grace = inner.settings.stop_grace;
+        let exited = exited.or_else(|| {
+            // An adopted process is not our child: its exit is seen in /proc, status unknown.
+            (child.is_none() && !process::leader_alive(watch.pid, watch.start_ticks))
+                .then_some(false)
+        });
+        if let Some(succeeded) = exited {
+            // The leader is gone: what it left in its group must not outlive it.
+            if process::group_is_ours(watch.pid, watch.start_ticks)
+                && let Err(e) = process::stop_group(watch.pgid, grace).await
+            {
+                tracing::warn!(%instance, "{e}");
+            }
+            let outcome = if child.is_some() {
+                Outcome::Exited { succeeded }
+            } else {
+                Outcome::Vanished
+            };
+            inner.record_end(instance, outcome);
+            return;
+        }
+        let now = clock::unix_now_millis();
+        if now >= watch.deadline_ms {
+            tracing::info!(%instance, "local instance reached the end of its lifetime");
+            end_by_kill(&inner, instance, &watch, Outcome::LifetimeOver).await;
+            return;
+        }
+        if watch.creating {
+            if probe(&watch.host, watch.port).await {
+                let mut entries = inner.entries();
+                if let Some(entry) = entries.get_mut(&instance)
+                    && entry.phase == Phase::Creating
+                    && !entry.terminating
+                {
+                    entry.set_phase(Phase::Started { ready: true }, None, now);
+                }
+            } else if now
+                >= watch.created_at_ms.saturating_add(
+                    u64::try_from(inner.settings.ready_timeout.as_millis()).unwrap_or(u64::MAX),
+                )
+            {
+                tracing::info!(%instance, "local instance never accepted connections");
+                end_by_kill(&inner, instance, &watch, Outcome::NeverReady).await;
+                return;
+            }
+        }
+        if ticks.is_multiple_of(20)
+            && let Err(e) = output::trim(
+                &state_file::log_path(&inner.dir, instance),
+                inner.settings.log_limit_bytes,
+            )
+        {
+            tracing::warn!(%instance, "cannot trim the output: {e}");
+        }
+    }
+}
+
+async fn end_by_kill(inner: &Inner, instance: InstanceId, watch: &Watch, outcome: Outcome) {
+    if let Err(e) = process::stop_group(watch.pgid, inner.settings.stop_grace).await {
+        tracing::warn!(%instance, "{e}");
+    }
+    inner.record_end(instance, outcome);
+}
+
+/// True when something accepts TCP connections at `host:port`.
+async fn probe(host: &str, port: u16) -> bool {
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect((host, port))).await,
+        Ok(Ok(_))
+    )
+}
+
+#[async_trait]
+impl InstanceRuntime for LocalRuntime {
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    async fn deploy(
+        &self,
+        id: &InstanceRef,
+        spec: &DeploySpec,
+        started_at_ms: u64,
+    ) -> RuntimeResult<Placement> {
+        let _serial = self.inner.deploy_lock.lock().await;
+        if let Some(entry) = self.inner.entries().get(&id.instance) {
+            if entry.id() != *id {
+                return Err(RuntimeError::Rejected(
+                    "this instance id already belongs to another team or challenge".to_owned(),
+                ));
+            }
+            return Ok(Placement {
+                route: entry.route(),
+            });
+        }
+        let (mut file, child) = match self.spawn(id, spec) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                if let Err(clean) = state_file::delete(&self.inner.dir, id.instance) {
+                    tracing::warn!(instance = %id.instance, "cannot clean up: {clean}");
+                }
+                return Err(e);
+            }
+        };
+        file.started_at_ms = started_at_ms;
+        if let Err(e) = state_file::write(&self.inner.dir, &file) {
+            // Without its file a restart could not find the process again: do not run it.
+            if let Err(stop) = process::stop_group(file.pgid, self.inner.settings.stop_grace).await
+            {
+                tracing::warn!(instance = %id.instance, "{stop}");
+            }
+            return Err(RuntimeError::Unavailable(format!("state file: {e}")));
+        }
+        let placement = Placement {
+            route: route(&file.host, file.port),
+        };
+        tracing::info!(instance = %id.instance, pid = file.pid, route = %placement.route, "local instance started");
+        let now = file.created_at_ms;
+        self.inner.entries().insert(
+            id.instance,
+            Entry {
+                file,
+                phase: Phase::Creating,
+                phase_since_ms: now,
+                waiting_reason: Some("ProcessStarting".to_owned()),
+                terminating: false,
+                supervisor: None,
+            },
+        );
+        self.supervise(id.instance, Some(child));
+        Ok(placement)
+    }
+
+    async fn remove(&self, id: &InstanceRef) -> RuntimeResult<()> {
+        let target = {
+            // Under the deploy lock, so a deploy of this instance is either complete (and is
+            // ended here) or starts after (and finds it terminating).
+            let _serial = self.inner.deploy_lock.lock().await;
+            let mut entries = self.inner.entries();
+            match entries.get_mut(&id.instance) {
+                None => {
+                    drop(entries);
+                    // Nothing runs; leftovers of a failed spawn may remain.
+                    return state_file::delete(&self.inner.dir, id.instance)
+                        .map_err(|e| RuntimeError::Unavailable(format!("instance files: {e}")));
+                }
+                Some(entry) => {
+                    entry.terminating = true;
+                    if let Some(task) = entry.supervisor.take() {
+                        task.abort();
+                    }
+                    (entry.file.pid, entry.file.pgid, entry.file.start_ticks)
+                }
+            }
+        };
+        let (pid, pgid, start_ticks) = target;
+        if process::group_is_ours(pid, start_ticks) {
+            process::stop_group(pgid, self.inner.settings.stop_grace)
+                .await
+                .map_err(RuntimeError::Unavailable)?;
+        }
+        state_file::delete(&self.inner.dir, id.instance)
+            .map_err(|e| RuntimeError::Unavailable(format!("instance files: {e}")))?;
+        self.inner.entries().remove(&id.instance);
+        tracing::info!(instance = %id.instance, "local instance removed");
+        Ok(())
+    }
+
+    async fn in_progress(&self) -> RuntimeResult<u32> {
+        let creating = self
+            .inner
+            .entries()
+            .values()
+            .filter(|e| e.phase == Phase::Creating && !e.terminating)
+            .count();
+        Ok(u32::try_from(creating).unwrap_or(u32::MAX))
+    }
+
+    async fn snapshot(&self) -> RuntimeResult<Vec<Observed>> {
+        Ok(self
+            .inner
+            .entries()
+            .values()
+            .map(|entry| Observed {
+                id: entry.id(),
+                route: Some(entry.route()),
+                phase: entry.phase.clone(),
+                restarts: 0,
+                waiting_reason: entry.waiting_reason.clone(),
+                created_at_ms: entry.file.created_at_ms,
+                phase_since_ms: entry.phase_since_ms,
+                lifetime: Duration::from_secs(entry.file.lifetime_secs),
+                terminating: entry.terminating,
+            })
+            .collect())
+    }
+
+    async fn logs(&self, id: &InstanceRef, tail: u32) -> RuntimeResult<String> {
+        if !self.inner.entries().contains_key(&id.instance) {
+            return Err(RuntimeError::NotFound);
+        }
+        output::tail(
+            &state_file::log_path(&self.inner.dir, id.instance),
+            tail,
+            self.inner.settings.log_limit_bytes,
+        )
+        .map_err(|e| RuntimeError::Unavailable(format!("instance output: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_bracket_ipv6_hosts() {
+        assert_eq!(route("127.0.0.1", 4000), "127.0.0.1:4000");
+        assert_eq!(route("::1", 4000), "[::1]:4000");
+    }
+
+    #[test]
+    fn every_outcome_maps_to_an_end() {
+        assert_eq!(
+            ended_phase(&Outcome::Exited { succeeded: true }).0,
+            Phase::Ended { succeeded: true }
+        );
+        assert_eq!(ended_phase(&Outcome::NeverReady).0, Phase::Failed);
+        assert_eq!(
+            ended_phase(&Outcome::LifetimeOver),
+            (Phase::Ended { succeeded: false }, "DeadlineExceeded")
+        );
+    }
+}

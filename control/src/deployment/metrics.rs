@@ -1,0 +1,136 @@
+//! The Deployment Center's counters, rendered in the Prometheus text format by hand (a few
+//! labelled counters need no metrics library).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, PoisonError};
+
+/// Counters of one Deployment Center. Label values are fixed strings (route templates, outcome
+/// and error kinds), so the label sets stay small.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    operations: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    refusals: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Metrics {
+    /// One HTTP answer of `route` (the route template) with `status`.
+    pub fn request(&self, route: &str, status: u16) {
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        *requests.entry((route.to_owned(), status)).or_default() += 1;
+    }
+
+    /// One `operation` (`start`, `stop`, `extend`, `callback`) ended with `outcome`.
+    pub fn operation(&self, operation: &'static str, outcome: &'static str) {
+        let mut ops = self
+            .operations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *ops.entry((operation, outcome)).or_default() += 1;
+    }
+
+    /// One refused call, by kind (an error kind, or `signature_<kind>`).
+    pub fn refusal(&self, kind: &str) {
+        let mut refusals = self.refusals.lock().unwrap_or_else(PoisonError::into_inner);
+        match refusals.get_mut(kind) {
+            Some(n) => *n += 1,
+            None => {
+                refusals.insert(kind.to_owned(), 1);
+            }
+        }
+    }
+
+    /// The value of an operation counter (for tests and diagnostics).
+    pub fn operation_count(&self, operation: &str, outcome: &str) -> u64 {
+        let ops = self
+            .operations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        ops.iter()
+            .filter(|((op, out), _)| *op == operation && *out == outcome)
+            .map(|(_, n)| *n)
+            .sum()
+    }
+
+    /// Every counter in the Prometheus text format (version 0.0.4).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP fctf_deployment_requests_total HTTP answers by route and status.\n");
+        out.push_str("# TYPE fctf_deployment_requests_total counter\n");
+        for ((route, status), n) in self
+            .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "fctf_deployment_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
+                escape(route)
+            );
+        }
+        out.push_str(
+            "# HELP fctf_deployment_operations_total Instance operations by outcome (start, stop, extend, callback).\n",
+        );
+        out.push_str("# TYPE fctf_deployment_operations_total counter\n");
+        for ((operation, outcome), n) in self
+            .operations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "fctf_deployment_operations_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP fctf_deployment_refusals_total Refused calls by kind.\n");
+        out.push_str("# TYPE fctf_deployment_refusals_total counter\n");
+        for (kind, n) in self
+            .refusals
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "fctf_deployment_refusals_total{{kind=\"{}\"}} {n}",
+                escape(kind)
+            );
+        }
+        out
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the text format requires.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let m = Metrics::default();
+        m.request("/v1/instances/start", 200);
+        m.request("/v1/instances/start", 200);
+        m.operation("start", "queued");
+        m.refusal("signature_replayed");
+        let text = m.render();
+        assert!(text.contains(
+            "fctf_deployment_requests_total{route=\"/v1/instances/start\",status=\"200\"} 2\n"
+        ));
+        assert!(text.contains(
+            "fctf_deployment_operations_total{operation=\"start\",outcome=\"queued\"} 1\n"
+        ));
+        assert!(text.contains("fctf_deployment_refusals_total{kind=\"signature_replayed\"} 1\n"));
+        assert_eq!(m.operation_count("start", "queued"), 1);
+        assert_eq!(escape("a\"b\\"), "a\\\"b\\\\");
+    }
+}
