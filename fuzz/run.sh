@@ -16,7 +16,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 targets=(
     token_verify token_roundtrip naming_parse
-    gateway_tcp_line gateway_cookie gateway_redirect gateway_routing gateway_framing
+    gateway_tcp_line gateway_cookie gateway_redirect gateway_routing gateway_framing gateway_host
 )
 target_dir="${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/fuzz}"
 target_dir="${target_dir:-$here/target}"

@@ -5,7 +5,8 @@
 //! order (only the first kept pair may lose its leading spaces), borrows exactly when there was
 //! nothing to remove, and drops a header that would be left blank. `token_from_cookies` returns
 //! the first visible-ASCII `__Host-` token, else the first plain one, and nothing once the
-//! headers are stripped. `set_cookie` writes a cookie that carries the token back, with the
+//! headers are stripped; `tokens_from_cookies` lists every such token of either name, in order.
+//! `set_cookie` writes a cookie that carries the token back, with the
 //! attributes of its listener kind.
 
 #![no_main]
@@ -13,7 +14,7 @@
 use std::borrow::Cow;
 
 use fctf_gateway::cookie::{
-    COOKIE_NAME, HOST_COOKIE_NAME, set_cookie, strip_ours, token_from_cookies,
+    COOKIE_NAME, HOST_COOKIE_NAME, set_cookie, strip_ours, token_from_cookies, tokens_from_cookies,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -119,6 +120,14 @@ fuzz_target!(|data: &[u8]| {
         .find_map(|s| our_token(s, HOST_COOKIE_NAME))
         .or_else(|| segments().find_map(|s| our_token(s, COOKIE_NAME)));
     assert_eq!(token_from_cookies(headers.iter().copied()), want);
+    // Every token of ours, in order, whatever its name (instance hosts try each).
+    let all: Vec<&str> = segments()
+        .filter_map(|s| our_token(s, COOKIE_NAME).or_else(|| our_token(s, HOST_COOKIE_NAME)))
+        .collect();
+    assert_eq!(
+        tokens_from_cookies(headers.iter().copied()).collect::<Vec<_>>(),
+        all
+    );
 
     let stripped: Vec<Vec<u8>> = headers
         .iter()

@@ -7,7 +7,8 @@
 //!    [`keys::digest`] of the token, so a cache hit costs one SHA-256 and no HMAC or JSON work.
 //! 2. [`Admission::check_live`]: the token's instance is still the Running one of its (team,
 //!    challenge); the store's answer is cached briefly (`gateway.route_cache_ms`), so a stopped or
-//!    replaced instance is unreachable at most that long after.
+//!    replaced instance is unreachable at most that long after. [`Admission::await_live`] waits
+//!    a while for an instance that is still starting (`gateway.starting_hold_ms`).
 //! 3. [`Admission::limit`]: a rate limit on the store's clock, shared by every gateway. When the
 //!    store is unreachable, limits fall back to this process's own GCRA buckets (or refuse, in
 //!    fail-closed mode); every fallback is counted.
@@ -38,6 +39,29 @@ const LIVENESS_CACHE_CAPACITY: u64 = 100_000;
 
 /// Most local (fallback) rate-limit buckets; idle ones go first.
 const LOCAL_BUCKETS_CAPACITY: u64 = 200_000;
+
+/// How often a request held for a starting instance looks at its state again, and how long a
+/// "starting" answer from the store is cached: the hold ends soon after the instance runs,
+/// without a busy loop.
+pub const STARTING_RECHECK: Duration = Duration::from_millis(250);
+
+/// `Retry-After` of the answer "instance is starting", in seconds.
+pub const STARTING_RETRY_AFTER_SECS: u64 = 2;
+
+/// The token failure reasons counted in metrics (`reason` label), in counter index order: the
+/// verifier's [`TokenError::kind`]s, then the gateway's own.
+pub const TOKEN_FAILURE_REASONS: [&str; 10] = [
+    "too_long",
+    "malformed",
+    "unknown_key",
+    "bad_signature",
+    "expired",
+    "not_yet_valid",
+    "missing_token",
+    "bad_route",
+    "not_live",
+    "wrong_instance",
+];
 
 /// A verified token: its claims and where its route leads.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +96,12 @@ pub enum Refusal {
     /// The token's instance is no longer the live one (stopped, or replaced by a newer start).
     #[error("this instance is no longer running; open the challenge again")]
     NotLive,
+    /// The token's instance is still being deployed (queued or deploying).
+    #[error("instance is starting, try again in a few seconds")]
+    Starting,
+    /// The token is for another instance than the host name the request was sent to.
+    #[error("this token is for another instance")]
+    WrongInstance,
     /// A rate limit refused; retry after the given time.
     #[error("too many requests")]
     Limited {
@@ -88,9 +118,9 @@ impl Refusal {
     pub fn status(&self) -> u16 {
         match self {
             Refusal::MissingToken | Refusal::Token(_) => 401,
-            Refusal::BadRoute | Refusal::NotLive => 403,
+            Refusal::BadRoute | Refusal::NotLive | Refusal::WrongInstance => 403,
             Refusal::Limited { .. } => 429,
-            Refusal::StoreDown => 503,
+            Refusal::StoreDown | Refusal::Starting => 503,
         }
     }
 
@@ -101,6 +131,8 @@ impl Refusal {
             Refusal::Token(e) => e.kind(),
             Refusal::BadRoute => "bad_route",
             Refusal::NotLive => "not_live",
+            Refusal::Starting => "starting",
+            Refusal::WrongInstance => "wrong_instance",
             Refusal::Limited { .. } => "rate_limited",
             Refusal::StoreDown => "store_down",
         }
@@ -114,8 +146,26 @@ impl Refusal {
                     .map(|s| s.max(1))
             }
             Refusal::StoreDown => Some(1),
+            Refusal::Starting => Some(STARTING_RETRY_AFTER_SECS),
             _ => None,
         }
+    }
+
+    /// The index of this refusal in [`TOKEN_FAILURE_REASONS`], when it is a token failure.
+    pub fn token_failure_index(&self) -> Option<usize> {
+        Some(match self {
+            Refusal::Token(TokenError::TooLong) => 0,
+            Refusal::Token(TokenError::Malformed) => 1,
+            Refusal::Token(TokenError::UnknownKey) => 2,
+            Refusal::Token(TokenError::BadSignature) => 3,
+            Refusal::Token(TokenError::Expired) => 4,
+            Refusal::Token(TokenError::NotYetValid) => 5,
+            Refusal::MissingToken => 6,
+            Refusal::BadRoute => 7,
+            Refusal::NotLive => 8,
+            Refusal::WrongInstance => 9,
+            Refusal::Limited { .. } | Refusal::StoreDown | Refusal::Starting => return None,
+        })
     }
 }
 
@@ -128,6 +178,9 @@ pub struct AdmissionSettings {
     pub route_cache: Duration,
     /// Refuse (503) instead of falling back to local limits while the store is unreachable.
     pub fail_closed: bool,
+    /// How long a request or connection for an instance that is still starting waits for it to
+    /// run before it is answered "instance is starting" (zero: answered at once).
+    pub starting_hold: Duration,
 }
 
 /// Counters for metrics; all monotonic.
@@ -139,6 +192,14 @@ pub struct AdmissionCounters {
     pub token_cache_misses: AtomicU64,
     /// Liveness checks answered from the cache.
     pub liveness_cache_hits: AtomicU64,
+    /// Liveness checks that asked the store.
+    pub liveness_cache_misses: AtomicU64,
+    /// Token failures, indexed like [`TOKEN_FAILURE_REASONS`].
+    pub token_failures: [AtomicU64; TOKEN_FAILURE_REASONS.len()],
+    /// Requests and connections held because their instance was starting.
+    pub starting_holds: AtomicU64,
+    /// Held ones whose instance was still starting at the end of the hold (answered 503).
+    pub starting_timeouts: AtomicU64,
     /// Store calls that failed, so a fallback (or a fail-closed refusal) decided instead.
     pub store_fallbacks: AtomicU64,
     /// Rate-limit calls to the store (one per batch for batched buckets).
@@ -152,7 +213,7 @@ pub struct Admission {
     settings: AdmissionSettings,
     store: Arc<dyn StateStore>,
     grants: moka::sync::Cache<String, Arc<Grant>>,
-    liveness: Option<moka::sync::Cache<(TeamId, ChallengeId), Option<InstanceId>>>,
+    liveness: Option<moka::sync::Cache<(TeamId, ChallengeId), Live>>,
     local: LocalLimits,
     budgets: moka::sync::Cache<String, Arc<parking_lot::Mutex<LocalBudget>>>,
     counters: AdmissionCounters,
@@ -172,7 +233,7 @@ impl Admission {
         let liveness = (!settings.route_cache.is_zero()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(LIVENESS_CACHE_CAPACITY)
-                .time_to_live(settings.route_cache)
+                .expire_after(LiveFor(settings.route_cache))
                 .build()
         });
         Admission {
@@ -196,9 +257,22 @@ impl Admission {
         &self.counters
     }
 
+    /// The settings this admission was made with.
+    pub fn settings(&self) -> &AdmissionSettings {
+        &self.settings
+    }
+
     /// True when limits refuse while the store is unreachable (instead of falling back).
     pub fn fails_closed(&self) -> bool {
         self.settings.fail_closed
+    }
+
+    /// Counts `refusal` in the token failure metrics when it is a token failure (the checks
+    /// here count their own; callers count the ones they decide, such as a missing token).
+    pub fn count_refusal(&self, refusal: &Refusal) {
+        if let Some(i) = refusal.token_failure_index() {
+            self.counters.token_failures[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// The store limits and liveness go through.
@@ -210,7 +284,9 @@ impl Admission {
     pub fn verify(&self, token: &str, now_unix: u64) -> Result<Arc<Grant>, Refusal> {
         if token.len() > fctf_core::token::MAX_TOKEN_LEN {
             // Refused before hashing, like the verifier would.
-            return Err(Refusal::Token(TokenError::TooLong));
+            let refusal = Refusal::Token(TokenError::TooLong);
+            self.count_refusal(&refusal);
+            return Err(refusal);
         }
         let digest = keys::digest(token.as_bytes());
         if let Some(grant) = self.grants.get(&digest) {
@@ -225,15 +301,19 @@ impl Admission {
         self.counters
             .token_cache_misses
             .fetch_add(1, Ordering::Relaxed);
-        let claims = self
-            .verifier
-            .verify(token, now_unix)
-            .map_err(Refusal::Token)?;
+        let claims = self.verifier.verify(token, now_unix).map_err(|error| {
+            let refusal = Refusal::Token(error);
+            self.count_refusal(&refusal);
+            refusal
+        })?;
         let upstream = self
             .settings
             .routing
             .upstream(&claims.route)
-            .map_err(|_: RouteError| Refusal::BadRoute)?;
+            .map_err(|_: RouteError| {
+                self.count_refusal(&Refusal::BadRoute);
+                Refusal::BadRoute
+            })?;
         let grant = Arc::new(Grant {
             claims,
             upstream,
@@ -246,48 +326,92 @@ impl Admission {
         Ok(grant)
     }
 
-    /// Ok when the grant's instance is the Running instance of its (team, challenge).
+    /// Ok when the grant's instance is the Running instance of its (team, challenge);
+    /// [`Refusal::Starting`] while that instance is still queued or deploying.
     ///
     /// While the store is unreachable (and nothing is cached), the instance counts as live
     /// unless limits fail closed: the token itself was verified, and a stopped instance is
     /// unreachable anyway.
     pub async fn check_live(&self, grant: &Grant) -> Result<(), Refusal> {
+        let decision = self.live(grant).await;
+        if let Err(refusal) = &decision {
+            self.count_refusal(refusal);
+        }
+        decision
+    }
+
+    /// True while the grant's instance is still the live one as far as the store (or its
+    /// cache) says; false once it is stopped or replaced. For sessions that outlive their
+    /// admission: not a refusal, so not counted as a token failure.
+    pub async fn still_live(&self, grant: &Grant) -> bool {
+        self.live(grant).await != Err(Refusal::NotLive)
+    }
+
+    /// [`Self::check_live`] without counting.
+    async fn live(&self, grant: &Grant) -> Result<(), Refusal> {
         let key = (grant.claims.team, grant.claims.challenge);
         let cached = self.liveness.as_ref().and_then(|cache| cache.get(&key));
-        let running = match cached {
-            Some(running) => {
+        let live = match cached {
+            Some(live) => {
                 self.counters
                     .liveness_cache_hits
                     .fetch_add(1, Ordering::Relaxed);
-                running
+                live
             }
-            None => match self.store.get_deployment(key.0, key.1).await {
-                Ok(record) => {
-                    let running = record
-                        .filter(|r| r.state == DeploymentState::Running)
-                        .map(|r| r.instance);
-                    if let Some(cache) = &self.liveness {
-                        cache.insert(key, running);
+            None => {
+                self.counters
+                    .liveness_cache_misses
+                    .fetch_add(1, Ordering::Relaxed);
+                match self.store.get_deployment(key.0, key.1).await {
+                    Ok(record) => {
+                        let live = Live::of(record.as_ref().map(|r| (r.state, r.instance)));
+                        if let Some(cache) = &self.liveness {
+                            cache.insert(key, live);
+                        }
+                        live
                     }
-                    running
+                    Err(error) => {
+                        self.counters
+                            .store_fallbacks
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%error, "liveness check without the store");
+                        return if self.settings.fail_closed {
+                            Err(Refusal::StoreDown)
+                        } else {
+                            Ok(())
+                        };
+                    }
                 }
-                Err(error) => {
-                    self.counters
-                        .store_fallbacks
-                        .fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(%error, "liveness check without the store");
-                    return if self.settings.fail_closed {
-                        Err(Refusal::StoreDown)
-                    } else {
-                        Ok(())
-                    };
-                }
-            },
+            }
         };
-        if running == Some(grant.claims.instance) {
-            Ok(())
-        } else {
-            Err(Refusal::NotLive)
+        live.admits(grant.claims.instance)
+    }
+
+    /// [`Self::check_live`], but an instance that is still starting is waited for: its state
+    /// is looked at again every [`STARTING_RECHECK`] for up to the configured hold
+    /// (`gateway.starting_hold_ms`), and the request goes on as soon as it runs. Costs nothing
+    /// more for a running instance.
+    pub async fn await_live(&self, grant: &Grant) -> Result<(), Refusal> {
+        let first = self.check_live(grant).await;
+        let hold = self.settings.starting_hold;
+        if first != Err(Refusal::Starting) || hold.is_zero() {
+            return first;
+        }
+        self.counters.starting_holds.fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                self.counters
+                    .starting_timeouts
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(Refusal::Starting);
+            }
+            tokio::time::sleep(left.min(STARTING_RECHECK)).await;
+            match self.check_live(grant).await {
+                Err(Refusal::Starting) => {}
+                other => return other,
+            }
         }
     }
 
@@ -363,6 +487,66 @@ impl Admission {
         } else {
             self.local.check(name, limit)
         }
+    }
+}
+
+/// What the store says about the instance of a (team, challenge), as liveness needs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Live {
+    /// This instance runs.
+    Running(InstanceId),
+    /// This instance is queued or deploying.
+    Starting(InstanceId),
+    /// Nothing runs or starts (no record, stopping, stopped or failed).
+    Down,
+}
+
+impl Live {
+    fn of(record: Option<(DeploymentState, InstanceId)>) -> Live {
+        match record {
+            Some((DeploymentState::Running, instance)) => Live::Running(instance),
+            Some((DeploymentState::Queued | DeploymentState::Deploying, instance)) => {
+                Live::Starting(instance)
+            }
+            _ => Live::Down,
+        }
+    }
+
+    /// Whether a token for `instance` may pass.
+    fn admits(self, instance: InstanceId) -> Result<(), Refusal> {
+        match self {
+            Live::Running(live) if live == instance => Ok(()),
+            Live::Starting(starting) if starting == instance => Err(Refusal::Starting),
+            _ => Err(Refusal::NotLive),
+        }
+    }
+}
+
+/// Liveness answers are cached for the route cache time, "starting" ones only until the next
+/// recheck of a held request.
+struct LiveFor(Duration);
+
+impl moka::Expiry<(TeamId, ChallengeId), Live> for LiveFor {
+    fn expire_after_create(
+        &self,
+        _: &(TeamId, ChallengeId),
+        live: &Live,
+        _: Instant,
+    ) -> Option<Duration> {
+        Some(match live {
+            Live::Starting(_) => self.0.min(STARTING_RECHECK),
+            _ => self.0,
+        })
+    }
+
+    fn expire_after_update(
+        &self,
+        key: &(TeamId, ChallengeId),
+        live: &Live,
+        now: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        self.expire_after_create(key, live, now)
     }
 }
 
@@ -467,6 +651,7 @@ mod tests {
                 routing: Routing::new("svc.cluster.local", 3333),
                 route_cache: Duration::from_secs(60),
                 fail_closed,
+                starting_hold: Duration::ZERO,
             },
         )
     }
@@ -532,7 +717,7 @@ mod tests {
         let fctf_core::store::Reservation::Reserved(mut rec) = reserved else {
             panic!("not reserved: {reserved:?}");
         };
-        assert_eq!(adm.check_live(&grant).await, Err(Refusal::NotLive));
+        assert_eq!(adm.check_live(&grant).await, Err(Refusal::Starting));
         adm.forget_instance(TeamId(7), ChallengeId(3));
         rec.state = DeploymentState::Running;
         store
@@ -550,6 +735,71 @@ mod tests {
             .verify(&mint(&key(), &claims(InstanceId::new())).unwrap(), NOW)
             .unwrap();
         assert_eq!(adm.check_live(&other).await, Err(Refusal::NotLive));
+    }
+
+    #[tokio::test]
+    async fn a_starting_instance_is_waited_for_up_to_the_hold() {
+        let store = Arc::new(MemoryStore::new());
+        let verifier = Verifier::new(Keyring::new(vec![key()]).unwrap(), Duration::from_secs(30));
+        let adm = Admission::new(
+            verifier,
+            store.clone(),
+            AdmissionSettings {
+                routing: Routing::new("svc.cluster.local", 3333),
+                route_cache: Duration::from_secs(60),
+                fail_closed: false,
+                starting_hold: Duration::from_millis(600),
+            },
+        );
+        let instance = InstanceId::new();
+        let grant = adm
+            .verify(&mint(&key(), &claims(instance)).unwrap(), NOW)
+            .unwrap();
+        let fctf_core::store::Reservation::Reserved(mut rec) = store
+            .reserve_instance(
+                &record(instance, DeploymentState::Queued),
+                3,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("not reserved");
+        };
+        // Still starting at the end of the hold: refused, after rechecks of the store.
+        assert_eq!(adm.await_live(&grant).await, Err(Refusal::Starting));
+        assert!(adm.counters().liveness_cache_misses.load(Ordering::Relaxed) >= 2);
+        assert_eq!(adm.counters().starting_timeouts.load(Ordering::Relaxed), 1);
+
+        rec.state = DeploymentState::Deploying;
+        let fctf_core::store::UpdateOutcome::Updated(mut rec) = store
+            .update_deployment(&rec, Duration::from_secs(60))
+            .await
+            .unwrap()
+        else {
+            panic!("not updated");
+        };
+        let runner = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                rec.state = DeploymentState::Running;
+                store
+                    .update_deployment(&rec, Duration::from_secs(60))
+                    .await
+                    .unwrap();
+            })
+        };
+        // Becomes Running during the hold: admitted, although "starting" was cached.
+        assert_eq!(adm.await_live(&grant).await, Ok(()));
+        runner.await.unwrap();
+        assert_eq!(adm.counters().starting_holds.load(Ordering::Relaxed), 2);
+        assert_eq!(adm.counters().starting_timeouts.load(Ordering::Relaxed), 1);
+        assert_eq!(Refusal::Starting.status(), 503);
+        assert_eq!(
+            Refusal::Starting.retry_after_secs(),
+            Some(STARTING_RETRY_AFTER_SECS)
+        );
     }
 
     #[tokio::test]

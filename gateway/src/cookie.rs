@@ -64,6 +64,24 @@ pub fn token_from_cookies<'a>(headers: impl IntoIterator<Item = &'a [u8]>) -> Op
     plain
 }
 
+/// Every token in the gateway's cookies, in the order sent (both names; values that are not
+/// visible ASCII skipped). With instance hosts, the gateway takes the first one for the host's
+/// instance, so a cookie another instance's page planted under a parent domain cannot shadow
+/// the right one.
+pub fn tokens_from_cookies<'a>(
+    headers: impl IntoIterator<Item = &'a [u8]>,
+) -> impl Iterator<Item = &'a str> {
+    headers
+        .into_iter()
+        .flat_map(pairs)
+        .filter_map(|(name, value)| {
+            if !is_ours(name) || value.is_empty() || !value.iter().all(u8::is_ascii_graphic) {
+                return None;
+            }
+            std::str::from_utf8(value).ok()
+        })
+}
+
 /// One `Cookie` header value without the gateway's cookies, every other pair kept byte for byte
 /// (with its original separator). `None` when nothing is left, so the header is dropped; borrowed
 /// when there was nothing to remove.
@@ -132,6 +150,18 @@ mod tests {
         assert_eq!(token_from_cookies(none), None);
         let odd: [&[u8]; 1] = [b"FCTF_Auth_Token=; FCTF_Auth_Token=\x01x;FCTF_Auth_Token = t "];
         assert_eq!(token_from_cookies(odd), Some("t"));
+    }
+
+    #[test]
+    fn lists_every_token_of_ours_in_order() {
+        let headers: [&[u8]; 2] = [
+            b"FCTF_Auth_Token=a; x=1; __Host-FCTF_Auth_Token=b",
+            b"FCTF_Auth_Token=; FCTF_Auth_Token=\x01; FCTF_Auth_Token=c",
+        ];
+        assert_eq!(
+            tokens_from_cookies(headers).collect::<Vec<_>>(),
+            ["a", "b", "c"]
+        );
     }
 
     #[test]

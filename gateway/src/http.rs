@@ -4,8 +4,11 @@
 //! - First visit `/<path>?fctftoken=<token>`: verify, token+IP limit, then a 302 to the same
 //!   path without the token, setting the gateway cookie (`Cache-Control: no-store`,
 //!   `Referrer-Policy: no-referrer`).
-//! - Every other request: token from the cookie, verify, liveness, per-IP and token+IP limits,
-//!   then proxy to the route with the gateway cookie removed and `X-Forwarded-For`/`-Proto` set.
+//! - Every other request: token from the cookie, verify, liveness (an instance still starting is
+//!   waited for, then 503), per-IP and token+IP limits, then proxy to the route with the gateway
+//!   cookie removed and `X-Forwarded-For`/`-Proto` set.
+//! - With instance hosts ([`crate::host`]), the host names the only instance a token may open:
+//!   the first of the request's tokens for that instance is used, any other answers 403.
 //! - Framing stricter than Pingora's ([`crate::framing`]) is checked before anything else.
 //!
 //! Every early answer closes the connection: a body the client sent with a refused request is
@@ -28,15 +31,24 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::access;
+use crate::admin::Histogram;
 use crate::admission::{Admission, Grant, Refusal, client_key};
 use crate::client::TrustedProxies;
 use crate::cookie;
 use crate::framing;
+use crate::host::{HostError, InstanceHosts};
 use crate::redirect;
 use crate::resolve::Resolver;
 
 /// The header that lists the client and the proxies on the way.
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// Most of our cookies tried against an instance host before the request is refused: bounds
+/// the verification work a request full of cookies can cause.
+const MAX_COOKIE_TOKENS: usize = 8;
+
+/// The HTTP rate limits, in the index order of [`HttpCounters::limit_refusals`].
+pub const HTTP_LIMIT_KINDS: [&str; 2] = ["ip", "token_ip"];
 
 /// The HTTP limits, per second with a burst.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -60,13 +72,33 @@ pub struct HttpSettings {
     pub tls: bool,
     /// The proxies allowed to name the client in `X-Forwarded-For`.
     pub trusted_proxies: TrustedProxies,
+    /// With a wildcard host suffix, every instance has its own host and a token opens only its
+    /// own (`gateway.instance_host_suffix`); `None`: one host for every instance.
+    pub instance_hosts: Option<InstanceHosts>,
 }
 
 /// Counters for metrics; all monotonic.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct HttpCounters {
     /// Responses by status class: index 1 for 1xx up to 5 for 5xx; 0 when nothing was sent.
     pub responses_by_class: [AtomicU64; 6],
+    /// Responses by status code (index = status; 0 when nothing was sent).
+    pub responses_by_status: [AtomicU64; 600],
+    /// Requests refused by a rate limit, indexed like [`HTTP_LIMIT_KINDS`].
+    pub limit_refusals: [AtomicU64; HTTP_LIMIT_KINDS.len()],
+    /// From choosing the instance to its response header.
+    pub upstream_latency: Histogram,
+}
+
+impl Default for HttpCounters {
+    fn default() -> Self {
+        HttpCounters {
+            responses_by_class: Default::default(),
+            responses_by_status: std::array::from_fn(|_| AtomicU64::new(0)),
+            limit_refusals: Default::default(),
+            upstream_latency: Histogram::default(),
+        }
+    }
 }
 
 /// The HTTP gateway's proxy logic.
@@ -123,6 +155,20 @@ impl HttpGateway {
         }
         let client = ctx.client;
         let now = fctf_core::clock::unix_now_secs();
+        // With instance hosts, the host names the one instance this request may open.
+        let host_instance = match &self.settings.instance_hosts {
+            None => None,
+            Some(hosts) => match request_host(req).map(|host| hosts.instance_of(host)) {
+                Ok(Ok(instance)) => Some(instance),
+                Ok(Err(HostError::Unknown)) => {
+                    return Some(EarlyAnswer::text(404, "unknown host").because("unknown_host"));
+                }
+                Ok(Err(HostError::Missing)) => {
+                    return Some(EarlyAnswer::text(400, "missing Host header").because("framing"));
+                }
+                Err(text) => return Some(EarlyAnswer::text(400, text).because("framing")),
+            },
+        };
 
         if let Some(visit) = redirect::token_visit(req.raw_path()) {
             let grant = match self.admission.verify(visit.token, now) {
@@ -130,6 +176,10 @@ impl HttpGateway {
                 Err(refusal) => return Some(EarlyAnswer::refusal(refusal)),
             };
             ctx.grant = Some(grant.clone());
+            if host_instance.is_some_and(|want| want != grant.claims.instance) {
+                // No cookie for a host the token does not open.
+                return Some(self.refuse(Refusal::WrongInstance));
+            }
             if let Err(refusal) = self.limit_token_ip(&grant, client).await {
                 return Some(EarlyAnswer::refusal(refusal));
             }
@@ -143,16 +193,23 @@ impl HttpGateway {
             .get_all(header::COOKIE)
             .iter()
             .map(|v| v.as_bytes());
-        let Some(token) = cookie::token_from_cookies(cookies) else {
-            return Some(EarlyAnswer::refusal(Refusal::MissingToken));
+        let verified = match host_instance {
+            None => match cookie::token_from_cookies(cookies) {
+                Some(token) => self.admission.verify(token, now),
+                None => Err(Refusal::MissingToken),
+            },
+            Some(want) => self.cookie_for_instance(cookies, want, now),
         };
-        let grant = match self.admission.verify(token, now) {
+        let grant = match verified {
             Ok(grant) => grant,
+            Err(refusal @ (Refusal::MissingToken | Refusal::WrongInstance)) => {
+                return Some(self.refuse(refusal));
+            }
             Err(refusal) => return Some(EarlyAnswer::refusal(refusal)),
         };
         // Known from here on, for the access log (the upstream only once it is chosen).
         ctx.grant = Some(grant.clone());
-        if let Err(refusal) = self.admission.check_live(&grant).await {
+        if let Err(refusal) = self.admission.await_live(&grant).await {
             return Some(EarlyAnswer::refusal(refusal));
         }
         let ip_name = format!("gw:http:ip:{}", client_key(client));
@@ -161,6 +218,7 @@ impl HttpGateway {
             .limit(&ip_name, self.settings.limits.ip)
             .await
         {
+            self.count_limit(0, &refusal);
             return Some(EarlyAnswer::refusal(refusal));
         }
         if let Err(refusal) = self.limit_token_ip(&grant, client).await {
@@ -179,9 +237,61 @@ impl HttpGateway {
 
     async fn limit_token_ip(&self, grant: &Grant, client: IpAddr) -> Result<(), Refusal> {
         let name = format!("gw:http:tip:{}:{}", grant.digest, client_key(client));
-        self.admission
+        let limited = self
+            .admission
             .limit(&name, self.settings.limits.token_ip)
-            .await
+            .await;
+        if let Err(refusal) = &limited {
+            self.count_limit(1, refusal);
+        }
+        limited
+    }
+
+    /// Counts a rate-limit refusal of the limit `HTTP_LIMIT_KINDS[kind]`.
+    fn count_limit(&self, kind: usize, refusal: &Refusal) {
+        if matches!(refusal, Refusal::Limited { .. }) {
+            self.counters.limit_refusals[kind].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The answer to a refusal this module decides (the admission checks count their own).
+    fn refuse(&self, refusal: Refusal) -> EarlyAnswer {
+        self.admission.count_refusal(&refusal);
+        EarlyAnswer::refusal(refusal)
+    }
+
+    /// The grant of the first of our cookies whose token opens `want` (an instance host's
+    /// instance), trying at most [`MAX_COOKIE_TOKENS`]; otherwise the first refusal met
+    /// ([`Refusal::WrongInstance`] for a valid token of another instance).
+    fn cookie_for_instance<'a>(
+        &self,
+        cookies: impl IntoIterator<Item = &'a [u8]>,
+        want: fctf_core::ids::InstanceId,
+        now: u64,
+    ) -> Result<Arc<Grant>, Refusal> {
+        let mut refused = None;
+        for token in cookie::tokens_from_cookies(cookies).take(MAX_COOKIE_TOKENS) {
+            match self.admission.verify(token, now) {
+                Ok(grant) if grant.claims.instance == want => return Ok(grant),
+                Ok(_) => refused = refused.or(Some(Refusal::WrongInstance)),
+                Err(refusal) => refused = refused.or(Some(refusal)),
+            }
+        }
+        Err(refused.unwrap_or(Refusal::MissingToken))
+    }
+}
+
+/// The host a request names: its `Host` header, or the authority of an absolute-form target
+/// when there is no `Host`. Both present and different is ambiguous (TEST-PLAN T10): refused.
+fn request_host(req: &RequestHeader) -> Result<&[u8], &'static str> {
+    let header = req.headers.get(header::HOST).map(|v| v.as_bytes());
+    let authority = req.uri.authority().map(|a| a.as_str().as_bytes());
+    match (header, authority) {
+        (Some(host), Some(authority)) if !host.eq_ignore_ascii_case(authority) => {
+            Err("Host and request target name different hosts")
+        }
+        (Some(host), _) | (None, Some(host)) => Ok(host),
+        (None, None) => Ok(b""),
     }
 }
 
@@ -199,6 +309,8 @@ pub struct RequestCtx {
     started: Instant,
     /// Why the gateway answered itself, for the access log.
     reason: Option<&'static str>,
+    /// When the instance was chosen, until its response header arrives (upstream latency).
+    upstream_started: Option<Instant>,
 }
 
 /// A response the gateway writes itself, instead of proxying.
@@ -282,6 +394,7 @@ impl ProxyHttp for HttpGateway {
             body_bytes: 0,
             started: Instant::now(),
             reason: None,
+            upstream_started: None,
         }
     }
 
@@ -354,6 +467,7 @@ impl ProxyHttp for HttpGateway {
                 "request was not admitted",
             ));
         };
+        ctx.upstream_started = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
         // Pooled connections are per instance: a replaced instance never gets the old ones.
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -404,10 +518,25 @@ impl ProxyHttp for HttpGateway {
         Ok(())
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(started) = ctx.upstream_started.take() {
+            self.counters.upstream_latency.observe(started.elapsed());
+        }
+        Ok(())
+    }
+
     async fn logging(&self, session: &mut Session, error: Option<&Error>, ctx: &mut RequestCtx) {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let class = usize::from(status / 100).min(5);
         self.counters.responses_by_class[class].fetch_add(1, Ordering::Relaxed);
+        if let Some(by_status) = self.counters.responses_by_status.get(usize::from(status)) {
+            by_status.fetch_add(1, Ordering::Relaxed);
+        }
         let req = session.req_header();
         let grant = ctx.grant.as_deref();
         tracing::info!(

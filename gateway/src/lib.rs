@@ -4,11 +4,12 @@
 //! verified with [`fctf_core::token`], and rate limits and connection caps go through
 //! [`fctf_core::store::StateStore`]. This crate depends only on fctf-core.
 //!
-//! The pure decisions (routes, cookies, redirects, framing, the TCP token line) are their own
-//! modules with unit tests; [`admission`] holds the checks shared by both protocols (token cache,
-//! instance liveness, rate limits with a local fallback); [`client`] decides who the client is
-//! (the peer, or the address a trusted proxy names); [`http`] and [`tcp`] are the Pingora
-//! adapters, [`access`] their access log, and [`admin`] the health and metrics port. [`server`] runs it all:
+//! The pure decisions (routes, cookies, redirects, framing, the TCP token line, instance hosts,
+//! the PROXY protocol header) are their own modules with unit tests; [`admission`] holds the
+//! checks shared by both protocols (token cache, instance liveness and the starting hold, rate
+//! limits with a local fallback); [`client`] decides who the client is (the peer, or the address
+//! a trusted proxy names); [`http`] and [`tcp`] are the Pingora adapters, [`access`] their access
+//! log, and [`admin`] the health and metrics port. [`server`] runs it all:
 //! [`server::run_from_config`] is `fctf gateway`, [`server::spawn`] an in-process gateway.
 
 pub mod access;
@@ -18,7 +19,9 @@ pub mod budget;
 pub mod client;
 pub mod cookie;
 pub mod framing;
+pub mod host;
 pub mod http;
+pub mod proxy_protocol;
 pub mod redirect;
 pub mod resolve;
 pub mod routing;

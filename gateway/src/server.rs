@@ -16,6 +16,7 @@
 use std::net::SocketAddr;
 use std::os::fd::IntoRawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +34,7 @@ use tokio::sync::watch;
 use crate::admin::{AdminApp, Metrics};
 use crate::admission::{Admission, AdmissionSettings};
 use crate::client::TrustedProxies;
+use crate::host::InstanceHosts;
 use crate::http::{HttpGateway, HttpLimits, HttpSettings};
 use crate::routing::Routing;
 use crate::tcp::{TcpCaps, TcpGateway, TcpSettings};
@@ -124,6 +126,7 @@ impl GatewayOptions {
                 routing: Routing::new(gw.cluster_domain.clone(), gw.namespace_port),
                 route_cache: gw.route_cache(),
                 fail_closed: gw.fail_closed(),
+                starting_hold: gw.starting_hold(),
             },
         );
         let rate = |per_second: u32, burst: u32| RateLimit {
@@ -142,6 +145,7 @@ impl GatewayOptions {
                 connect_timeout: gw.connect_timeout(),
                 tls: false,
                 trusted_proxies: TrustedProxies::new(gw.trusted_proxies.clone()),
+                instance_hosts: InstanceHosts::new(&gw.instance_host_suffix),
             },
             tcp: Some(Listen::Addr(gw.tcp_listen.clone())),
             admin: Some(Listen::Addr(gw.admin_listen.clone())),
@@ -155,6 +159,9 @@ impl GatewayOptions {
                 auth_timeout: gw.tcp_auth_timeout(),
                 connect_timeout: gw.connect_timeout(),
                 gateway_id: gateway_id(),
+                proxy_protocol: gw.proxy_protocol,
+                lease_ttl: crate::tcp::LEASE_TTL,
+                liveness_recheck: crate::tcp::LIVENESS_RECHECK,
             },
             threads: 1,
             grace_period: gw.drain(),
@@ -340,7 +347,7 @@ fn build(options: GatewayOptions) -> Result<Server, GatewayError> {
     let gateway = HttpGateway::new(options.admission.clone(), options.http_settings);
     let http_counters = gateway.counters().clone();
     let http = pingora::proxy::http_proxy_service(&server.configuration, gateway);
-    add_listening(&mut server, http, options.http, |service, addr| {
+    add_listening(&mut server, http, options.http, None, |service, addr| {
         service.add_tcp(addr)
     })?;
     let mut tcp_counters = None;
@@ -349,7 +356,7 @@ fn build(options: GatewayOptions) -> Result<Server, GatewayError> {
             .with_drain(options.grace_period);
         tcp_counters = Some(gateway.counters().clone());
         let tcp = pingora::services::listening::Service::new("TCP gateway".to_owned(), gateway);
-        add_listening(&mut server, tcp, listen, |service, addr| {
+        add_listening(&mut server, tcp, listen, None, |service, addr| {
             // Unbuffered: no 64 KiB read buffer per idle session, and every write goes out.
             service
                 .add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::unbuffered()))
@@ -357,52 +364,66 @@ fn build(options: GatewayOptions) -> Result<Server, GatewayError> {
     }
     if let Some(listen) = options.admin {
         let metrics = Metrics::new(options.admission, http_counters, tcp_counters);
+        let draining = metrics.draining().clone();
         let mut admin =
             pingora::services::listening::Service::new("admin".to_owned(), AdminApp::new(metrics));
         admin.threads = Some(1);
-        add_listening(&mut server, admin, listen, |service, addr| {
-            service.add_tcp(addr)
-        })?;
+        // The admin port answers through the drain, so `/readyz` can say 503.
+        add_listening(
+            &mut server,
+            admin,
+            listen,
+            Some(draining),
+            |service, addr| service.add_tcp(addr),
+        )?;
     }
     Ok(server)
 }
 
-/// Adds `service` listening on `listen`; `add_listener` adds the listener for an address.
+/// Adds `service` listening on `listen`; `add_listener` adds the listener for an address. With
+/// `draining`, the service keeps serving through a graceful stop and the flag tells it one began.
 fn add_listening<A: ServerApp + Send + Sync + 'static>(
     server: &mut Server,
     mut service: pingora::services::listening::Service<A>,
     listen: Listen,
+    draining: Option<Arc<AtomicBool>>,
     add_listener: impl FnOnce(&mut pingora::services::listening::Service<A>, &str),
 ) -> Result<(), GatewayError> {
-    match listen {
+    let fds = match listen {
         Listen::Addr(addr) => {
             add_listener(&mut service, &addr);
-            server.add_service(service);
+            None
         }
         Listen::Bound(listener) => {
             let (fds, addr) = prebound_fds(listener)?;
             add_listener(&mut service, &addr);
-            server.add_service(PreBound {
-                inner: service,
-                fds,
-            });
+            Some(fds)
         }
-    }
+    };
+    server.add_service(Listening {
+        inner: service,
+        fds,
+        draining,
+    });
     Ok(())
 }
 
-/// A Pingora service whose listener is a socket bound before the server started.
+/// A Pingora service, with two optional changes to how it starts.
 ///
-/// Pingora looks listeners up by their address string in the fd table it hands each service;
-/// this wrapper hands its service a table holding its own socket under that string.
-struct PreBound<S> {
+/// - `fds`: its listener is a socket bound before the server started. Pingora looks listeners
+///   up by their address string in the fd table it hands each service; this hands the service
+///   a table holding its own socket under that string.
+/// - `draining`: it does not stop at a graceful stop (its runtime ends with the server's);
+///   instead the flag is set when the stop begins (the admin port's `/readyz`).
+struct Listening<S> {
     inner: S,
-    fds: ListenFds,
+    fds: Option<ListenFds>,
+    draining: Option<Arc<AtomicBool>>,
 }
 
-impl<S> std::fmt::Debug for PreBound<S> {
+impl<S> std::fmt::Debug for Listening<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PreBound").finish_non_exhaustive()
+        f.debug_struct("Listening").finish_non_exhaustive()
     }
 }
 
@@ -428,20 +449,33 @@ fn prebound_fds(listener: std::net::TcpListener) -> Result<(ListenFds, String), 
 }
 
 #[async_trait]
-impl<S: Service> Service for PreBound<S> {
+impl<S: Service> Service for Listening<S> {
     async fn start_service(
         &mut self,
-        _fds: Option<ListenFds>,
+        fds: Option<ListenFds>,
         shutdown: ShutdownWatch,
         listeners_per_fd: usize,
     ) {
-        Service::start_service(
-            &mut self.inner,
-            Some(self.fds.clone()),
-            shutdown,
-            listeners_per_fd,
-        )
-        .await
+        let fds = self.fds.clone().or(fds);
+        let shutdown = match &self.draining {
+            None => shutdown,
+            Some(draining) => {
+                let draining = draining.clone();
+                let (keep, kept) = watch::channel(false);
+                let mut stop = shutdown;
+                tokio::spawn(async move {
+                    // Err: the server is gone, and so is this runtime soon.
+                    if stop.wait_for(|stop| *stop).await.is_ok() {
+                        draining.store(true, Ordering::Relaxed);
+                    }
+                    // The service's own watch stays open (and false) until the runtime ends.
+                    let _keep = keep;
+                    std::future::pending::<()>().await;
+                });
+                kept
+            }
+        };
+        Service::start_service(&mut self.inner, fds, shutdown, listeners_per_fd).await
     }
 
     fn name(&self) -> &str {

@@ -4,11 +4,13 @@
 //! On connect, before the prompt and as the original: a per-address attempt limit, then one
 //! connection lease in the global scope and one in the client address's; over either, the
 //! connection closes silently. Then the prompt at once, the token line (bounded in size and
-//! time), verify, liveness, and a lease in the token's scope. The answer is one line:
-//! `access granted` or `access denied: <reason>`. Leases are renewed while the session lives and
-//! released when it ends, however it ends. Bytes the client sent right after the token line
-//! reach the backend first. The relay forwards half-closes and ends when both directions are
-//! done, or at token expiry, or at shutdown.
+//! time), verify, liveness (an instance still starting is waited for up to the starting hold),
+//! and a lease in the token's scope. The answer is one line: `access granted` or
+//! `access denied: <reason>`. Leases are renewed while the session lives (re-asserted if the
+//! store lost them) and released when it ends, however it ends. Bytes the client sent right
+//! after the token line reach the backend first, after a PROXY protocol v2 header naming the
+//! player when that is on. The relay forwards half-closes and ends when both directions are
+//! done, at token expiry, when the instance stops being the live one, or at shutdown.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -23,7 +25,9 @@ use pingora::server::ShutdownWatch;
 use tokio::io::AsyncWriteExt;
 
 use crate::access;
+use crate::admin::Histogram;
 use crate::admission::{Admission, Grant, Refusal, client_key};
+use crate::proxy_protocol;
 use crate::resolve::Resolver;
 use crate::tcp_line::{LineError, read_token_line};
 
@@ -33,12 +37,9 @@ pub const PROMPT: &[u8] = b"token: ";
 /// The answer when the connection is admitted.
 pub const GRANTED: &[u8] = b"access granted\n";
 
-/// How long a connection lease lives without renewal: a gateway that dies leaks its leases for
-/// at most this long.
+/// How long a connection lease lives without renewal by default: a gateway that dies leaks its
+/// leases for at most this long. Sessions renew theirs every third of it.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
-
-/// How often a live session renews its leases.
-const LEASE_RENEW_EVERY: Duration = Duration::from_secs(10);
 
 /// Relay buffer per direction.
 const RELAY_BUFFER: usize = 16 * 1024;
@@ -67,7 +68,18 @@ pub struct TcpSettings {
     pub connect_timeout: Duration,
     /// This gateway process's name in lease holders (unique per process).
     pub gateway_id: String,
+    /// Send a PROXY protocol v2 header naming the player to the instance first.
+    pub proxy_protocol: bool,
+    /// How long a connection lease lives without renewal ([`LEASE_TTL`]); renewed every third.
+    pub lease_ttl: Duration,
+    /// How often a live session checks that its instance is still the live one; a session of
+    /// a stopped or replaced instance ends at most this long (plus the route cache) after.
+    /// Zero: never ([`LIVENESS_RECHECK`] by default).
+    pub liveness_recheck: Duration,
 }
+
+/// How often a live session checks its instance by default.
+pub const LIVENESS_RECHECK: Duration = Duration::from_secs(5);
 
 /// Counters for metrics; all monotonic except `active_sessions`.
 #[derive(Debug, Default)]
@@ -82,6 +94,13 @@ pub struct TcpCounters {
     pub refused_attempts: AtomicU64,
     /// Connections refused by a full scope, indexed by [`CapScope`].
     pub refused_caps: [AtomicU64; 3],
+    /// How long connecting to instances took.
+    pub connect_latency: Histogram,
+    /// Leases of live sessions found gone at renewal (the store lost them) and taken again.
+    pub leases_reasserted: AtomicU64,
+    /// Leases of live sessions found gone at renewal that could not be taken again (the scope
+    /// had filled up meanwhile, or the store failed); retried at the next renewal.
+    pub leases_lost: AtomicU64,
 }
 
 /// The scopes connection caps count in.
@@ -191,11 +210,12 @@ impl TcpGateway {
         shutdown: &ShutdownWatch,
         log: &mut SessionLog,
     ) -> Result<(), Denied> {
-        let client = io
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().map(SocketAddr::ip)))
-            .ok_or(Denied::Silent)?
-            .to_canonical();
+        let digest = io.get_socket_digest();
+        let peer = digest
+            .as_ref()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet().copied()))
+            .ok_or(Denied::Silent)?;
+        let client = peer.ip().to_canonical();
         log.client = Some(client);
         let client_key = client_key(client);
         // Connect-time checks close without a word, as the original: a flood learns nothing
@@ -255,7 +275,7 @@ impl TcpGateway {
             }
         };
         log.grant = Some(grant.clone());
-        if let Err(refusal) = self.admission.check_live(&grant).await {
+        if let Err(refusal) = self.admission.await_live(&grant).await {
             log.reason = refusal.kind();
             return Err(deny_refusal(&mut io, refusal).await);
         }
@@ -269,6 +289,7 @@ impl TcpGateway {
             return Err(deny(&mut io, "challenge instance unreachable").await);
         };
         log.upstream = Some(addr);
+        let connecting = Instant::now();
         let upstream = tokio::time::timeout(
             self.settings.connect_timeout,
             tokio::net::TcpStream::connect(addr),
@@ -278,8 +299,21 @@ impl TcpGateway {
             log.reason = "unreachable";
             return Err(deny(&mut io, "challenge instance unreachable").await);
         };
+        self.counters.connect_latency.observe(connecting.elapsed());
         // Small writes (prompts, answers) must not wait for Nagle.
         let _ = upstream.set_nodelay(true);
+        if self.settings.proxy_protocol {
+            // The address the player connected to; the listener's if the socket cannot say.
+            let local = digest
+                .as_ref()
+                .and_then(|d| d.local_addr().and_then(|a| a.as_inet().copied()))
+                .unwrap_or_else(|| SocketAddr::new(peer.ip(), 0));
+            let header = proxy_protocol::Header::v2(peer, local);
+            if upstream.write_all(header.as_bytes()).await.is_err() {
+                log.reason = "unreachable";
+                return Err(deny(&mut io, "challenge instance unreachable").await);
+            }
+        }
         write_flush(&mut io, GRANTED).await?;
         if !line.early.is_empty() {
             upstream
@@ -297,6 +331,7 @@ impl TcpGateway {
         log.reason = tokio::select! {
             _ = tokio::io::copy_bidirectional_with_sizes(&mut io, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => "ended",
             _ = tokio::time::sleep(expires_in) => "token_expired",
+            _ = self.until_not_live(&grant) => "instance_stopped",
             _ = async {
                 // Err: the server is gone; end now.
                 if shutdown.wait_for(|stop| *stop).await.is_ok() {
@@ -309,6 +344,21 @@ impl TcpGateway {
             .fetch_sub(1, Ordering::Relaxed);
         drop(leases);
         Ok(())
+    }
+
+    /// Returns once the grant's instance is no longer the live one (checked every
+    /// `liveness_recheck`, through the admission's route cache); never when that is zero.
+    async fn until_not_live(&self, grant: &Grant) {
+        let every = self.settings.liveness_recheck;
+        if every.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.admission.still_live(grant).await {
+                return;
+            }
+        }
     }
 
     fn count_refusal(&self, refusal: LeaseRefusal) {
@@ -369,16 +419,19 @@ impl TcpGateway {
         names: &[CapScope],
     ) -> Result<(), LeaseRefusal> {
         let store = self.admission.store();
-        match store.lease_acquire(scopes, &leases.holder, LEASE_TTL).await {
+        let ttl = self.settings.lease_ttl;
+        match store.lease_acquire(scopes, &leases.holder, ttl).await {
             Ok(LeaseOutcome::Acquired) => {
-                let keys = scopes.iter().map(|s| s.key.to_owned());
+                let taken = scopes.iter().map(|s| (s.key.to_owned(), s.cap));
                 match &mut leases.store {
-                    Some(lease) => lease.extend(keys),
+                    Some(lease) => lease.extend(taken),
                     None => {
                         leases.store = Some(Lease::start(
                             store.clone(),
-                            keys.collect(),
+                            taken.collect(),
                             leases.holder.clone(),
+                            ttl,
+                            self.counters.clone(),
                         ));
                     }
                 }
@@ -517,47 +570,91 @@ async fn deny_refusal(io: &mut Stream, refusal: Refusal) -> Denied {
 }
 
 /// A session's connection leases: renewed in the background while held, released on drop
-/// (however the session ends). If the process dies, they expire after [`LEASE_TTL`].
+/// (however the session ends). If the process dies, they expire after their time to live.
+///
+/// A renewal that finds a lease gone while the session lives (the store lost its data:
+/// a Redis restart without persistence, a failover, a flush) takes it again under the same caps,
+/// so the counts stay right; if a scope filled up meanwhile, the session goes on uncounted there
+/// and the next renewal tries again.
 #[derive(Debug)]
 struct Lease {
     store: Arc<dyn StateStore>,
-    keys: Vec<String>,
+    /// Every (scope key, cap) the holder has a lease in.
+    scopes: Vec<(String, u32)>,
     holder: String,
+    ttl: Duration,
+    counters: Arc<TcpCounters>,
     renewal: tokio::task::JoinHandle<()>,
 }
 
 impl Lease {
-    fn start(store: Arc<dyn StateStore>, keys: Vec<String>, holder: String) -> Self {
-        let renewal = renew(store.clone(), keys.clone(), holder.clone());
+    fn start(
+        store: Arc<dyn StateStore>,
+        scopes: Vec<(String, u32)>,
+        holder: String,
+        ttl: Duration,
+        counters: Arc<TcpCounters>,
+    ) -> Self {
+        let renewal = renew(
+            store.clone(),
+            scopes.clone(),
+            holder.clone(),
+            ttl,
+            counters.clone(),
+        );
         Lease {
             store,
-            keys,
+            scopes,
             holder,
+            ttl,
+            counters,
             renewal,
         }
     }
 
-    /// Adds leases the holder has just taken in `keys`; they are renewed with the others.
-    fn extend(&mut self, keys: impl IntoIterator<Item = String>) {
+    /// Adds leases the holder has just taken in `scopes`; they are renewed with the others.
+    fn extend(&mut self, scopes: impl IntoIterator<Item = (String, u32)>) {
         self.renewal.abort();
-        self.keys.extend(keys);
-        self.renewal = renew(self.store.clone(), self.keys.clone(), self.holder.clone());
+        self.scopes.extend(scopes);
+        self.renewal = renew(
+            self.store.clone(),
+            self.scopes.clone(),
+            self.holder.clone(),
+            self.ttl,
+            self.counters.clone(),
+        );
     }
 }
 
-/// Renews `holder`'s leases in `keys` every [`LEASE_RENEW_EVERY`], until aborted.
+/// Renews `holder`'s leases in `scopes` every third of `ttl`, until aborted; re-asserts them
+/// when they are gone.
 fn renew(
     store: Arc<dyn StateStore>,
-    keys: Vec<String>,
+    scopes: Vec<(String, u32)>,
     holder: String,
+    ttl: Duration,
+    counters: Arc<TcpCounters>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let keys: Vec<&str> = scopes.iter().map(|(key, _)| key.as_str()).collect();
+        let caps: Vec<LeaseScope<'_>> = scopes
+            .iter()
+            .map(|(key, cap)| LeaseScope { key, cap: *cap })
+            .collect();
         loop {
-            tokio::time::sleep(LEASE_RENEW_EVERY).await;
-            match store.lease_renew(&keys, &holder, LEASE_TTL).await {
+            tokio::time::sleep(ttl / 3).await;
+            match store.lease_renew(&keys, &holder, ttl).await {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!(%holder, "connection lease was lost"),
+                Ok(false) => match store.lease_acquire(&caps, &holder, ttl).await {
+                    Ok(LeaseOutcome::Acquired) => {
+                        counters.leases_reasserted.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%holder, "connection lease was lost; re-asserted");
+                    }
+                    outcome => {
+                        counters.leases_lost.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%holder, ?outcome, "connection lease was lost");
+                    }
+                },
                 Err(error) => tracing::debug!(%error, "lease renewal failed"),
             }
         }
@@ -568,12 +665,12 @@ impl Drop for Lease {
     fn drop(&mut self) {
         self.renewal.abort();
         let store = self.store.clone();
-        let keys = std::mem::take(&mut self.keys);
+        let scopes = std::mem::take(&mut self.scopes);
         let holder = std::mem::take(&mut self.holder);
         // Without a runtime (process teardown) the leases expire by themselves.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                let keys: Vec<&str> = scopes.iter().map(|(key, _)| key.as_str()).collect();
                 if let Err(error) = store.lease_release(&keys, &holder).await {
                     tracing::debug!(%error, "lease release failed; it will expire");
                 }

@@ -238,6 +238,19 @@ config_section! {
         /// How long in-flight requests and TCP sessions may continue after a graceful stop
         /// (SIGTERM), in seconds, before they are cut.
         drain_secs: u64 = 5, check Range(0, 3600);
+        /// How long a request or TCP connection for an instance that is still starting (queued
+        /// or deploying) is held, in milliseconds, waiting for it to run; after that it is
+        /// answered 503 with `Retry-After` (TCP: one refusal line). 0 answers at once.
+        starting_hold_ms: u64 = 3000, check Range(0, 30_000);
+        /// Wildcard host suffix of HTTP instances, e.g. `inst.example.org`: each instance is then
+        /// reached at `<instance-id>.<suffix>` with a cookie of its own, so several instances
+        /// work in one browser, and a token opens only its own instance's host. Empty: one host
+        /// for every instance, whose cookie holds the last instance visited.
+        instance_host_suffix: String = String::new(),
+            check Name { max: 200, allow_empty: true };
+        /// Send a PROXY protocol v2 header to the instance at the start of every TCP session, so
+        /// the challenge sees the player's address (the challenge must expect it).
+        proxy_protocol: bool = false;
     }
 }
 
@@ -266,6 +279,11 @@ impl GatewayConfig {
     /// [`Self::drain_secs`] as a duration.
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_secs)
+    }
+
+    /// [`Self::starting_hold_ms`] as a duration.
+    pub fn starting_hold(&self) -> Duration {
+        Duration::from_millis(self.starting_hold_ms)
     }
 }
 

@@ -356,6 +356,21 @@ const FIELD_CASES: &[(&str, &str, ErrorKind)] = &[
         ErrorKind::OutOfRange,
     ),
     (
+        "[gateway]\nstarting_hold_ms = 30001",
+        "gateway.starting_hold_ms",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\ninstance_host_suffix = \"inst example.org\"",
+        "gateway.instance_host_suffix",
+        ErrorKind::InvalidValue,
+    ),
+    (
+        "[gateway]\nproxy_protocol = \"yes\"",
+        "gateway.proxy_protocol",
+        ErrorKind::WrongType,
+    ),
+    (
         "[contestant]\nlisten = \"a b\"",
         "contestant.listen",
         ErrorKind::InvalidValue,

@@ -1,4 +1,5 @@
-//! The `[gateway]` section reaches the gateway: trusted proxies and the drain period.
+//! The `[gateway]` section reaches the gateway: trusted proxies, the drain period, the starting
+//! hold, instance hosts and the PROXY protocol.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,4 +41,31 @@ fn by_default_no_proxy_is_trusted_and_the_drain_lasts_five_seconds() {
     let trusted = &options.http_settings.trusted_proxies;
     assert!(!trusted.contains("127.0.0.1".parse().expect("ip")));
     assert!(!trusted.contains("10.0.0.1".parse().expect("ip")));
+}
+
+#[test]
+fn the_starting_hold_instance_hosts_and_proxy_protocol_come_from_the_config() {
+    let defaults = options("");
+    assert_eq!(
+        defaults.admission.settings().starting_hold,
+        Duration::from_millis(3000)
+    );
+    assert_eq!(defaults.http_settings.instance_hosts, None);
+    assert!(!defaults.tcp_settings.proxy_protocol);
+
+    let options = options(
+        "[gateway]\nstarting_hold_ms = 500\ninstance_host_suffix = \".Inst.Example.org\"\n\
+         proxy_protocol = true\n",
+    );
+    assert_eq!(
+        options.admission.settings().starting_hold,
+        Duration::from_millis(500)
+    );
+    let hosts = options
+        .http_settings
+        .instance_hosts
+        .expect("instance hosts");
+    let id = fctf_core::ids::InstanceId::new();
+    assert_eq!(hosts.host_of(id), format!("{id}.inst.example.org"));
+    assert!(options.tcp_settings.proxy_protocol);
 }

@@ -64,3 +64,38 @@ async fn a_graceful_stop_lets_sessions_continue_for_the_drain_period() {
     stopping.await.expect("the gateway stops");
     assert_eq!(store.lease_count("gw:tcp:all").await.expect("count"), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_answers_503_while_draining_and_healthz_stays_200() {
+    let store: Arc<dyn StateStore> = Arc::new(MemoryStore::new());
+    let gw = start_gateway_draining(
+        store,
+        generous_limits(),
+        tcp_settings(15),
+        false,
+        TrustedProxies::default(),
+        Duration::from_secs(2),
+    );
+    let admin = gw.admin_addr().expect("bound");
+    let ready = get(admin, "/readyz", None).await;
+    assert_eq!((ready.status, ready.body.as_str()), (200, "ok\n"));
+    assert_eq!(metric(admin, "fctf_gateway_draining").await, 0);
+
+    let stopping = tokio::task::spawn_blocking(move || gw.drain());
+    // The flag is set as the stop begins; give the server a moment to broadcast it.
+    let mut status = 0;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        status = get(admin, "/readyz", None).await.status;
+        if status == 503 {
+            break;
+        }
+    }
+    assert_eq!(status, 503, "/readyz still ready while draining");
+    let ready = get(admin, "/readyz", None).await;
+    assert_eq!((ready.status, ready.body.as_str()), (503, "draining\n"));
+    let health = get(admin, "/healthz", None).await;
+    assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+    assert_eq!(metric(admin, "fctf_gateway_draining").await, 1);
+    stopping.await.expect("the gateway stops");
+}

@@ -15,6 +15,7 @@ use fctf_core::store::{
 use fctf_core::token::{Claims, Keyring, TokenKey, Verifier, mint};
 use fctf_gateway::admission::{Admission, AdmissionSettings};
 use fctf_gateway::client::TrustedProxies;
+use fctf_gateway::host::InstanceHosts;
 use fctf_gateway::http::{HttpLimits, HttpSettings};
 use fctf_gateway::routing::Routing;
 use fctf_gateway::server::{GatewayHandle, GatewayOptions, Listen, spawn};
@@ -193,6 +194,9 @@ pub fn tcp_settings(per_token: u32) -> TcpSettings {
         auth_timeout: Duration::from_secs(2),
         connect_timeout: Duration::from_secs(1),
         gateway_id: format!("test-{}", InstanceId::new()),
+        proxy_protocol: false,
+        lease_ttl: fctf_gateway::tcp::LEASE_TTL,
+        liveness_recheck: fctf_gateway::tcp::LIVENESS_RECHECK,
     }
 }
 
@@ -247,6 +251,43 @@ pub fn start_gateway_draining(
     trusted_proxies: TrustedProxies,
     drain: Duration,
 ) -> GatewayHandle {
+    start_gateway_options(
+        store,
+        limits,
+        tcp,
+        Extra {
+            fail_closed,
+            trusted_proxies,
+            drain,
+            ..Extra::default()
+        },
+    )
+}
+
+/// The less common gateway settings, defaulting to what the other helpers use.
+#[derive(Debug, Default)]
+pub struct Extra {
+    pub fail_closed: bool,
+    pub trusted_proxies: TrustedProxies,
+    pub drain: Duration,
+    pub starting_hold: Duration,
+    pub instance_hosts: Option<InstanceHosts>,
+}
+
+/// A gateway on free ports in front of `store`, with every setting.
+pub fn start_gateway_options(
+    store: Arc<dyn StateStore>,
+    limits: HttpLimits,
+    tcp: TcpSettings,
+    extra: Extra,
+) -> GatewayHandle {
+    let Extra {
+        fail_closed,
+        trusted_proxies,
+        drain,
+        starting_hold,
+        instance_hosts,
+    } = extra;
     let verifier = Verifier::new(
         Keyring::new(vec![key()]).expect("keyring"),
         Duration::from_secs(5),
@@ -259,6 +300,7 @@ pub fn start_gateway_draining(
             // Every request asks the store: the tests change states between requests.
             route_cache: Duration::ZERO,
             fail_closed,
+            starting_hold,
         },
     );
     let bind = || std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -274,6 +316,7 @@ pub fn start_gateway_draining(
             connect_timeout: Duration::from_secs(1),
             tls: false,
             trusted_proxies,
+            instance_hosts,
         },
         threads: 1,
         grace_period: drain,
@@ -548,4 +591,141 @@ pub async fn closes(conn: &mut TcpStream) -> bool {
         tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut rest)).await,
         Ok(Ok(_)) | Ok(Err(_))
     )
+}
+
+/// A store on the shared Redis under a key prefix of its own.
+pub async fn redis_store() -> Arc<dyn StateStore> {
+    require_redis().await;
+    let prefix = format!("fctf-test:gateway:{}:", InstanceId::new());
+    let redis = fctf_core::store::RedisStore::connect(
+        "redis://127.0.0.1:6379",
+        &prefix,
+        Duration::from_secs(2),
+    )
+    .await
+    .expect("redis");
+    Arc::new(redis)
+}
+
+/// Reserves (team, challenge) for a new instance that stays Queued; its tokens name `route`.
+pub async fn queue_instance(
+    store: &dyn StateStore,
+    team: i64,
+    challenge: i64,
+    route: &str,
+) -> Instance {
+    let instance = InstanceId::new();
+    let record = DeploymentRecord {
+        team: TeamId(team),
+        challenge: ChallengeId(challenge),
+        instance,
+        state: DeploymentState::Queued,
+        version: 0,
+        route: None,
+        reason: None,
+        created_at_ms: 0,
+        updated_at_ms: 0,
+        expires_at_ms: None,
+    };
+    let Reservation::Reserved(mut record) = store
+        .reserve_instance(&record, 10, Duration::from_secs(600))
+        .await
+        .expect("reserve")
+    else {
+        panic!("instance not reserved");
+    };
+    record.route = Some(route.to_owned());
+    Instance {
+        team: TeamId(team),
+        challenge: ChallengeId(challenge),
+        instance,
+        route: route.to_owned(),
+        record,
+    }
+}
+
+/// The value of the sample `name_and_labels` (e.g. `x_total{a="b"}`) on the admin port's
+/// `/metrics`, or 0 when it is absent.
+pub async fn metric(admin: SocketAddr, name_and_labels: &str) -> u64 {
+    let metrics = get(admin, "/metrics", None).await;
+    assert_eq!(metrics.status, 200);
+    let prefix = format!("{name_and_labels} ");
+    metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.parse().expect("an integer sample"))
+        .unwrap_or(0)
+}
+
+/// A GET of `target` sent to `host`, with `cookie` (if any).
+pub async fn get_host(
+    addr: SocketAddr,
+    host: &str,
+    target: &str,
+    cookie: Option<&str>,
+) -> Response {
+    let cookie = cookie
+        .map(|c| format!("Cookie: {c}\r\n"))
+        .unwrap_or_default();
+    let raw = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{cookie}\r\n");
+    send(addr, raw.as_bytes()).await
+}
+
+/// Waits (up to 5 s) until `key` holds `want` leases in `store`; panics with the last count.
+pub async fn wait_leases(store: &dyn StateStore, key: &str, want: u32) {
+    let mut count = u32::MAX;
+    for _ in 0..100 {
+        count = store.lease_count(key).await.expect("count");
+        if count == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{key} holds {count} leases, not {want}");
+}
+
+/// A redis-server of the test's own on a free port (no persistence), killed on drop: for tests
+/// that lose its data or stop it, which the shared server must never see.
+#[derive(Debug)]
+pub struct PrivateRedis {
+    pub port: u16,
+    child: std::process::Child,
+}
+
+impl PrivateRedis {
+    pub async fn start() -> PrivateRedis {
+        let port = free_addr().port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server runs (apt-get install redis-server)");
+        let redis = PrivateRedis { port, child };
+        connect(SocketAddr::from(([127, 0, 0, 1], port))).await;
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Runs one command with redis-cli and returns its output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli runs");
+        assert!(out.status.success(), "redis-cli {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -210,3 +210,47 @@ async fn a_store_outage_falls_back_to_local_caps_or_fails_closed() {
     assert!(received.is_empty(), "{received:?}");
     closed.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_session_ends_when_its_instance_is_stopped() {
+    let echo = EchoBackend::start().await;
+    let store = redis_store().await;
+    let mut inst = run_instance(&*store, 93, 1, &echo.addr.to_string()).await;
+    let other = run_instance(&*store, 93, 2, &echo.addr.to_string()).await;
+    let mut settings = tcp_settings(15);
+    settings.liveness_recheck = Duration::from_millis(300);
+    let gw = start_gateway_with(store.clone(), generous_limits(), settings);
+    let addr = gw.tcp_addr().expect("bound");
+
+    let mut sessions = Vec::new();
+    for token in [inst.token(), other.token()] {
+        let mut conn = tcp_connect(addr).await;
+        conn.write_all(format!("{token}\nhi\n").as_bytes())
+            .await
+            .expect("write");
+        assert_eq!(read_line(&mut conn).await, "access granted\n");
+        assert_eq!(read_line(&mut conn).await, "hi\n");
+        sessions.push(conn);
+    }
+    // Live sessions outlast several rechecks.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for conn in &mut sessions {
+        conn.write_all(b"still\n").await.expect("write");
+        assert_eq!(read_line(conn).await, "still\n");
+    }
+
+    set_state(&*store, &mut inst, DeploymentState::Stopping).await;
+    let (mut stopped, mut running) = (sessions.remove(0), sessions.remove(0));
+    assert!(
+        closes(&mut stopped).await,
+        "the stopped instance's session ends"
+    );
+    running.write_all(b"on\n").await.expect("write");
+    assert_eq!(read_line(&mut running).await, "on\n");
+    wait_leases(&*store, "gw:tcp:all", 1).await;
+    drop(running);
+    wait_leases(&*store, "gw:tcp:all", 0).await;
+    gw.stop();
+    release(&*store, &inst).await;
+    release(&*store, &other).await;
+}

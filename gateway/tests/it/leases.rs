@@ -1,0 +1,61 @@
+//! Connection leases after the store lost its data: a live session re-asserts its leases at the
+//! next renewal, so the caps count it again (TEST-PLAN T39, restart with data loss).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fctf_core::store::{RedisStore, StateStore, keys};
+use tokio::io::AsyncWriteExt;
+
+use crate::support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_session_re_asserts_its_leases_after_the_store_lost_them() {
+    let redis = PrivateRedis::start().await;
+    let store: Arc<dyn StateStore> = Arc::new(
+        RedisStore::connect(&redis.url(), "t:", Duration::from_secs(2))
+            .await
+            .expect("private redis"),
+    );
+    let echo = EchoBackend::start().await;
+    let inst = run_instance(&*store, 91, 1, &echo.addr.to_string()).await;
+    let mut settings = tcp_settings(15);
+    // Renewed every second.
+    settings.lease_ttl = Duration::from_secs(3);
+    let gw = start_gateway_with(store.clone(), generous_limits(), settings);
+    let admin = gw.admin_addr().expect("bound");
+
+    let token = inst.token();
+    let token_key = format!("gw:tcp:tok:{}", keys::digest(token.as_bytes()));
+    let scopes = ["gw:tcp:all", "gw:tcp:ip:127.0.0.1", token_key.as_str()];
+    let mut conn = tcp_connect(gw.tcp_addr().expect("bound")).await;
+    conn.write_all(format!("{token}\n").as_bytes())
+        .await
+        .expect("write");
+    assert_eq!(read_line(&mut conn).await, "access granted\n");
+    for key in scopes {
+        assert_eq!(store.lease_count(key).await.expect("count"), 1, "{key}");
+    }
+
+    // The store loses everything, as a restart without persistence would.
+    assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
+    assert_eq!(store.lease_count("gw:tcp:all").await.expect("count"), 0);
+    for key in scopes {
+        wait_leases(&*store, key, 1).await;
+    }
+    assert_eq!(
+        metric(admin, "fctf_gateway_tcp_leases_reasserted_total").await,
+        1
+    );
+    assert_eq!(metric(admin, "fctf_gateway_tcp_leases_lost_total").await, 0);
+    // The session went on through it all.
+    conn.write_all(b"still here\n").await.expect("write");
+    assert_eq!(read_line(&mut conn).await, "still here\n");
+
+    // Ended: released as usual, nothing left behind.
+    drop(conn);
+    for key in scopes {
+        wait_leases(&*store, key, 0).await;
+    }
+    gw.stop();
+}
