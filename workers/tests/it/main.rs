@@ -3,6 +3,6 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 mod consumer;
-mod runtime_local;
-mod listener;
 mod kubernetes;
+mod listener;
+mod runtime_local;

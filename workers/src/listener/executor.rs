@@ -1,0 +1,193 @@
+//! The adapters around the decision: reading the three views, and applying actions.
+//!
+//! Every write is idempotent (a remove of a gone instance is `Ok`, a row opens and closes once)
+//! and tolerant of a lost race: a store write that meets another version or instance changes
+//! nothing, and the rest of that instance's actions wait for the next pass, which re-reads.
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
+
+use fctf_core::db::{Database, DbError};
+use fctf_core::ids::{ChallengeId, InstanceId, TeamId};
+use fctf_core::runtime::{InstanceRef, InstanceRuntime, RuntimeError};
+use fctf_core::store::{Reservation, StateStore, StoreError, UpdateOutcome};
+
+use super::ContestWindow;
+use super::decision::{Action, Scope, Views};
+use super::metrics::ListenerMetrics;
+
+/// Why a view could not be read (the pass is skipped).
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// What applying one pass's actions did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Actions that took effect (or found their effect already there).
+    pub done: usize,
+    /// Store writes that lost a race.
+    pub conflicts: usize,
+    /// Actions that failed.
+    pub errors: usize,
+    /// Actions not attempted because an earlier one of the same instance lost or failed.
+    pub skipped: usize,
+}
+
+/// The I/O side of the listener: where views come from and where actions go.
+#[derive(Clone, Debug)]
+pub struct Executor {
+    pub runtime: Arc<dyn InstanceRuntime>,
+    pub store: Arc<dyn StateStore>,
+    pub db: Database,
+    pub contest: Arc<dyn ContestWindow>,
+    pub metrics: Arc<ListenerMetrics>,
+}
+
+impl Executor {
+    /// Complete views of everything: runtime first, then store, then database.
+    pub async fn views(&self) -> Result<Views, ViewError> {
+        let observed = self.runtime.snapshot().await?;
+        let records = self.store.list_deployments().await?;
+        let rows = self.db.tracking_open_rows().await?;
+        Ok(Views {
+            observed,
+            records,
+            rows,
+            contest_ends_at_ms: self.contest.ends_at_ms().await,
+            scope: Scope::All,
+        })
+    }
+
+    /// Complete views of some instances (event hints): one runtime snapshot, the record of each
+    /// one's slot, each one's row.
+    pub async fn views_of(&self, ids: &[InstanceRef]) -> Result<Views, ViewError> {
+        let wanted: BTreeSet<InstanceId> = ids.iter().map(|id| id.instance).collect();
+        let observed = self
+            .runtime
+            .snapshot()
+            .await?
+            .into_iter()
+            .filter(|o| wanted.contains(&o.id.instance))
+            .collect();
+        let slots: BTreeSet<(TeamId, ChallengeId)> =
+            ids.iter().map(|id| (id.team, id.challenge)).collect();
+        let mut records = Vec::new();
+        for (team, challenge) in slots {
+            records.extend(self.store.get_deployment(team, challenge).await?);
+        }
+        let mut rows = Vec::new();
+        for id in &wanted {
+            rows.extend(
+                self.db
+                    .tracking_get(*id)
+                    .await?
+                    .filter(|r| r.stopped_at_ms.is_none()),
+            );
+        }
+        Ok(Views {
+            observed,
+            records,
+            rows,
+            contest_ends_at_ms: self.contest.ends_at_ms().await,
+            scope: Scope::Instances(wanted),
+        })
+    }
+
+    /// Applies `actions` in order; `now_ms` stamps closed rows.
+    pub async fn apply(&self, actions: &[Action], now_ms: u64) -> Applied {
+        let mut out = Applied::default();
+        let mut held: HashSet<InstanceId> = HashSet::new();
+        for action in actions {
+            let instance = action.instance();
+            if held.contains(&instance) {
+                out.skipped += 1;
+                continue;
+            }
+            match self.apply_one(action, now_ms).await {
+                Ok(true) => {
+                    out.done += 1;
+                    self.metrics.applied(action.kind());
+                    if action.is_destructive() {
+                        tracing::info!(%instance, ?action, "listener: applied");
+                    } else {
+                        tracing::debug!(%instance, ?action, "listener: applied");
+                    }
+                }
+                Ok(false) => {
+                    out.conflicts += 1;
+                    self.metrics.conflict();
+                    held.insert(instance);
+                    tracing::debug!(%instance, ?action, "listener: lost a race; re-read next pass");
+                }
+                Err(error) => {
+                    out.errors += 1;
+                    self.metrics.error();
+                    tracing::warn!(%instance, ?action, %error, "listener: action failed");
+                    // A failed remove does not hold back the record or the row: the decision
+                    // to end the instance stands, and the next pass removes it again.
+                    if !matches!(action, Action::Remove { .. }) {
+                        held.insert(instance);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Ok(false): a store write found another version or instance.
+    async fn apply_one(&self, action: &Action, now_ms: u64) -> Result<bool, ViewError> {
+        match action {
+            Action::Update { record, ttl, .. } => {
+                match self.store.update_deployment(record, *ttl).await? {
+                    UpdateOutcome::Updated(_) => Ok(true),
+                    UpdateOutcome::Conflict(_) => Ok(false),
+                }
+            }
+            Action::Restore { record, ttl } => {
+                match self.store.reserve_instance(record, u32::MAX, *ttl).await? {
+                    Reservation::Reserved(_) => Ok(true),
+                    Reservation::AlreadyActive(_) | Reservation::QuotaExceeded { .. } => Ok(false),
+                }
+            }
+            Action::Remove { id, .. } => {
+                self.runtime.remove(id).await?;
+                Ok(true)
+            }
+            Action::Release {
+                team,
+                challenge,
+                instance,
+            } => {
+                self.store
+                    .release_instance(*team, *challenge, *instance)
+                    .await?;
+                Ok(true)
+            }
+            Action::OpenRow(row) => {
+                self.db.tracking_open(row).await?;
+                Ok(true)
+            }
+            Action::ExtendRow {
+                instance,
+                expires_at_ms,
+            } => {
+                self.db.tracking_extend(*instance, *expires_at_ms).await?;
+                Ok(true)
+            }
+            Action::CloseRow {
+                instance, reason, ..
+            } => {
+                let at = i64::try_from(now_ms).unwrap_or(i64::MAX);
+                self.db.tracking_close(*instance, at, reason).await?;
+                Ok(true)
+            }
+        }
+    }
+}
