@@ -46,11 +46,14 @@ pub enum Command {
     Gateway(RoleArgs),
     /// Run the Contestant Service, the players' API [not built yet: issue 4].
     Contestant(RoleArgs),
-    /// Run the Deployment Center, the instance control API [not built yet: issue 5].
+    /// Run the Deployment Center, the instance control API ([deployment].listen), until a signal.
+    #[command(after_help = EXIT_CODES)]
     DeploymentCenter(RoleArgs),
-    /// Run the Deployment Consumer, the deploy queue worker [not built yet: issue 5].
+    /// Run the Deployment Consumer, the deploy queue worker, until a signal.
+    #[command(after_help = EXIT_CODES)]
     Consumer(RoleArgs),
-    /// Run the Deployment Listener, which reconciles instance state [not built yet: issue 5].
+    /// Run the Deployment Listener, which reconciles instance state, until a signal.
+    #[command(after_help = EXIT_CODES)]
     Listener(RoleArgs),
     /// Create or upgrade the database schema named by `[database].url`, then exit.
     #[command(after_help = EXIT_CODES)]

@@ -5,6 +5,7 @@ mod check_config;
 mod cli;
 mod demo;
 mod outcome;
+mod platform;
 mod roles;
 mod token;
 
@@ -46,9 +47,9 @@ fn run(command: Command) -> Result<Exit, Failure> {
         Command::Up(args) => Ok(roles::not_built("up", 6, &args)),
         Command::Gateway(args) => roles::gateway(&args),
         Command::Contestant(args) => Ok(roles::not_built("contestant", 4, &args)),
-        Command::DeploymentCenter(args) => Ok(roles::not_built("deployment-center", 5, &args)),
-        Command::Consumer(args) => Ok(roles::not_built("consumer", 5, &args)),
-        Command::Listener(args) => Ok(roles::not_built("listener", 5, &args)),
+        Command::DeploymentCenter(args) => roles::deployment_center(&args),
+        Command::Consumer(args) => roles::consumer(&args),
+        Command::Listener(args) => roles::listener(&args),
         Command::Migrate(args) => roles::migrate(&args),
         Command::DemoChallenge(args) => demo::run(args.kind),
     }

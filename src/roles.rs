@@ -1,5 +1,6 @@
-//! The roles: each loads its config (every mistake listed, exit 64) and runs until a signal.
-//! The roles that are not built yet say so and exit 69, never pretending to run.
+//! The roles: each loads its config (every mistake listed, exit 64), connects to what it needs
+//! (exit 69 when something is unreachable) and runs until SIGTERM or SIGINT. The roles that are
+//! not built yet say so and exit 69, never pretending to run.
 
 use anyhow::anyhow;
 use fctf_core::config::{self, Config, ProcessSource};
@@ -8,6 +9,7 @@ use fctf_core::db::Database;
 use crate::check_config;
 use crate::cli::RoleArgs;
 use crate::outcome::{Exit, Failure, OrExit as _};
+use crate::platform;
 
 /// `fctf gateway -c FILE`: the Challenge Gateway until a signal stops it.
 pub fn gateway(args: &RoleArgs) -> Result<Exit, Failure> {
@@ -70,4 +72,121 @@ pub fn migrate(args: &RoleArgs) -> Result<Exit, Failure> {
         println!("applied migrations {applied:?}; database schema is at version {version}");
     }
     Ok(Exit::Ok)
+}
+
+/// `fctf deployment-center -c FILE`: the Deployment Center until a signal.
+pub fn deployment_center(args: &RoleArgs) -> Result<Exit, Failure> {
+    let config = load_shared(args, "deployment-center")?;
+    block_on(async {
+        let store = platform::store(&config).await.or_exit(Exit::Unavailable)?;
+        let queue = platform::queue(&config).await.or_exit(Exit::Unavailable)?;
+        // Logs need the runtime; without one the Deployment Center still serves (logs: 503).
+        let runtime = match platform::runtime(&config).await {
+            Ok(runtime) => Some(runtime),
+            Err(e) => {
+                eprintln!("warning: no instance runtime, logs will answer 503: {e:#}");
+                None
+            }
+        };
+        fctf_control::deployment::run(&config, store, queue, runtime, shutdown_signal())
+            .await
+            .map_err(anyhow::Error::from)
+            .map_err(|e| e.context("running the Deployment Center"))
+            .or_exit(Exit::Software)
+    })?;
+    Ok(Exit::Ok)
+}
+
+/// `fctf consumer -c FILE`: the Deployment Consumer until a signal.
+pub fn consumer(args: &RoleArgs) -> Result<Exit, Failure> {
+    let config = load_shared(args, "consumer")?;
+    block_on(async {
+        let store = platform::store(&config).await.or_exit(Exit::Unavailable)?;
+        let queue = platform::queue(&config).await.or_exit(Exit::Unavailable)?;
+        let runtime = platform::runtime(&config)
+            .await
+            .or_exit(Exit::Unavailable)?;
+        let settings = fctf_workers::consumer::ConsumerSettings::from_config(&config);
+        fctf_workers::consumer::run(queue, store, runtime, settings, shutdown_signal())
+            .await
+            .map_err(anyhow::Error::from)
+            .map_err(|e| e.context("running the Deployment Consumer"))
+            .or_exit(Exit::Software)
+    })?;
+    Ok(Exit::Ok)
+}
+
+/// `fctf listener -c FILE`: the Deployment Listener until a signal.
+pub fn listener(args: &RoleArgs) -> Result<Exit, Failure> {
+    let config = load_shared(args, "listener")?;
+    block_on(async {
+        let store = platform::store(&config).await.or_exit(Exit::Unavailable)?;
+        let db = platform::database(&config)
+            .await
+            .or_exit(Exit::Unavailable)?;
+        let runtime = platform::runtime(&config)
+            .await
+            .or_exit(Exit::Unavailable)?;
+        // The contest end is read from the contest settings in the database.
+        let contest = platform::contest_window(&config, db.clone());
+        fctf_workers::listener::run(
+            runtime,
+            store,
+            db,
+            contest,
+            None,
+            config.listener.clone(),
+            shutdown_signal(),
+        )
+        .await;
+        Ok(())
+    })?;
+    Ok(Exit::Ok)
+}
+
+/// A role that runs as a process of its own must share its state with the others: the
+/// in-process store and queue (and generated keys) of the embedded default cannot be shared, so
+/// such a config is refused (exit 64) rather than run as an island.
+fn load_shared(args: &RoleArgs, role: &str) -> Result<Config, Failure> {
+    let config = load(args, role)?;
+    if config.is_embedded() {
+        return Err(Failure {
+            code: Exit::InvalidInput,
+            error: anyhow!(
+                "`fctf {role}` runs as a process of its own and needs the shared backends: set \
+                 [store] backend = \"redis\" and [queue] backend = \"rabbitmq\" (with their keys), \
+                 or run the whole platform in one process with `fctf up`"
+            ),
+        });
+    }
+    Ok(config)
+}
+
+/// Runs `work` on a multi-threaded Tokio runtime.
+fn block_on<T>(work: impl std::future::Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .or_exit(Exit::Software)?
+        .block_on(work)
+}
+
+/// Resolves at the first SIGTERM or SIGINT (Ctrl-C): the role then stops taking work, finishes
+/// what is in flight and exits 0.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -13,9 +13,6 @@ fn unbuilt_roles_say_so_and_exit_69() {
     for (role, issue) in [
         ("up", 6),
         ("contestant", 4),
-        ("deployment-center", 5),
-        ("consumer", 5),
-        ("listener", 5),
     ] {
         let output = run(&[role]);
         assert_exit(&output, 69);

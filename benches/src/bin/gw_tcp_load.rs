@@ -55,12 +55,17 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
-        let number = |v: &str| v.parse::<u64>().map_err(|_| format!("{flag} {v:?}: not a number"));
+        let number = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| format!("{flag} {v:?}: not a number"))
+        };
         match flag.as_str() {
             "--listen" => parsed.listen = Some(value),
             "--target" => parsed.target = Some(value),
             "--token" => parsed.token = Some(value),
-            "--conns" => parsed.conns = usize::try_from(number(&value)?).map_err(|e| e.to_string())?,
+            "--conns" => {
+                parsed.conns = usize::try_from(number(&value)?).map_err(|e| e.to_string())?
+            }
             "--concurrency" => {
                 parsed.concurrency = usize::try_from(number(&value)?).map_err(|e| e.to_string())?;
             }
@@ -84,7 +89,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gw_tcp_load: {e}");
@@ -110,7 +118,9 @@ fn main() -> ExitCode {
 }
 
 async fn backend(listen: String) -> Result<(), String> {
-    let listener = TcpListener::bind(&listen).await.map_err(|e| format!("{listen}: {e}"))?;
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("{listen}: {e}"))?;
     loop {
         let (stream, _) = listener.accept().await.map_err(|e| e.to_string())?;
         tokio::spawn(async move {
@@ -145,7 +155,10 @@ async fn open(
     target: &str,
     token: Option<&str>,
     payload: &[u8],
-) -> std::io::Result<(BufReader<tokio::net::tcp::OwnedReadHalf>, tokio::net::tcp::OwnedWriteHalf)> {
+) -> std::io::Result<(
+    BufReader<tokio::net::tcp::OwnedReadHalf>,
+    tokio::net::tcp::OwnedWriteHalf,
+)> {
     let stream = TcpStream::connect(target).await?;
     stream.set_nodelay(true)?;
     let (read, mut write) = stream.into_split();
@@ -218,7 +231,9 @@ async fn connrate(args: &Args) -> Result<(), String> {
             while !stop.load(Ordering::Relaxed) && start.elapsed() < deadline {
                 let t0 = Instant::now();
                 match one_connection(&target, token.as_deref()).await {
-                    Ok(()) => latencies.push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX)),
+                    Ok(()) => {
+                        latencies.push(u64::try_from(t0.elapsed().as_micros()).unwrap_or(u64::MAX))
+                    }
                     Err(_) => errors += 1,
                 }
             }

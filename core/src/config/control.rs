@@ -123,6 +123,9 @@ config_section! {
         kind: RuntimeKind = RuntimeKind::Local;
         /// Address the `local` runtime's instances listen on.
         local_host: String = "127.0.0.1".to_owned(), check Name { max: 253, allow_empty: false };
+        /// Directory of the `local` runtime's state: one small file per instance, so a
+        /// restarted process re-adopts its live instances and reports the dead ones.
+        local_state_dir: String = "data/instances".to_owned(), check Name { max: 4096, allow_empty: false };
         /// How long a `local` instance may take to accept connections, in seconds, before it
         /// is Failed.
         local_ready_timeout_secs: u64 = 30, check Range(1, 3600);

@@ -531,6 +531,11 @@ const FIELD_CASES: &[(&str, &str, ErrorKind)] = &[
         ErrorKind::InvalidValue,
     ),
     (
+        "[runtime]\nlocal_state_dir = \"a b\"",
+        "runtime.local_state_dir",
+        ErrorKind::InvalidValue,
+    ),
+    (
         "[runtime]\nlocal_ready_timeout_secs = 3601",
         "runtime.local_ready_timeout_secs",
         ErrorKind::OutOfRange,

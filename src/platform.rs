@@ -1,0 +1,125 @@
+//! Builds the shared backends a role needs from the config: the state store, the deploy queue,
+//! the database and the instance runtime. Each role (and `fctf up`, which runs them all) calls
+//! these, so a backend is chosen in one place: `[store].backend`, `[queue].backend`,
+//! `[database].url`, `[runtime].kind`.
+
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use fctf_control::contestant::accounts::settings::stored_settings;
+use fctf_core::config::{Config, QueueBackend, RuntimeKind, StoreBackend};
+use fctf_core::db::Database;
+use fctf_core::queue::{AmqpQueue, JobQueue, MemoryQueue, Topology};
+use fctf_core::runtime::InstanceRuntime;
+use fctf_core::store::{MemoryStore, RedisStore, StateStore};
+use fctf_workers::listener::ContestWindow;
+use fctf_workers::runtime::argo::ArgoRuntime;
+use fctf_workers::runtime::kubernetes::KubernetesRuntime;
+use fctf_workers::runtime::local::{LocalRuntime, LocalSettings};
+
+/// The deploy queue topology of `[queue]`.
+pub fn topology(config: &Config) -> Topology {
+    let q = &config.queue;
+    Topology {
+        vhost: q.vhost.clone(),
+        exchange: q.exchange.clone(),
+        routing_key: q.routing_key.clone(),
+        queue: q.queue.clone(),
+        max_length: q.max_length,
+        ..Topology::default()
+    }
+}
+
+/// The state store of `[store]`: in-process, or Redis (checked with a round trip).
+pub async fn store(config: &Config) -> anyhow::Result<Arc<dyn StateStore>> {
+    let s = &config.store;
+    Ok(match s.backend {
+        StoreBackend::Memory => Arc::new(MemoryStore::new()),
+        StoreBackend::Redis => {
+            let store = RedisStore::connect(s.redis_url.as_str(), &s.key_prefix, s.timeout())
+                .await
+                .with_context(|| format!("connecting to Redis at {}", s.redis_url.redacted()))?;
+            Arc::new(store)
+        }
+    })
+}
+
+/// The deploy queue of `[queue]`: in-process, or RabbitMQ (topology declared).
+pub async fn queue(config: &Config) -> anyhow::Result<Arc<dyn JobQueue>> {
+    let q = &config.queue;
+    let topology = topology(config);
+    Ok(match q.backend {
+        QueueBackend::Memory => Arc::new(MemoryQueue::new(&topology)),
+        QueueBackend::RabbitMq => {
+            let queue = AmqpQueue::connect(q.amqp_url.as_str(), &topology, q.publish_timeout())
+                .await
+                .with_context(|| format!("connecting to RabbitMQ at {}", q.amqp_url.redacted()))?;
+            Arc::new(queue)
+        }
+    })
+}
+
+/// The database of `[database]`, migrated to the current schema.
+pub async fn database(config: &Config) -> anyhow::Result<Database> {
+    let d = &config.database;
+    let db = Database::connect(d.url.as_str(), d.max_connections)
+        .await
+        .with_context(|| format!("connecting to the database at {}", d.url.redacted()))?;
+    db.migrate()
+        .await
+        .with_context(|| format!("migrating the database at {}", d.url.redacted()))?;
+    Ok(db)
+}
+
+/// The instance runtime of `[runtime]`. The local runtime keeps its state (one file per
+/// instance, so a restart re-adopts or reports what it left) in `[runtime].local_state_dir`.
+pub async fn runtime(config: &Config) -> anyhow::Result<Arc<dyn InstanceRuntime>> {
+    let r = &config.runtime;
+    Ok(match r.kind {
+        RuntimeKind::Local => {
+            let runtime = LocalRuntime::open(&r.local_state_dir, LocalSettings::from_config(r))
+                .await
+                .with_context(|| format!("opening the local runtime in {}", r.local_state_dir))?;
+            Arc::new(runtime)
+        }
+        RuntimeKind::Kubernetes => Arc::new(
+            KubernetesRuntime::connect(r)
+                .await
+                .context("connecting to the Kubernetes API")?,
+        ),
+        RuntimeKind::Argo => Arc::new(
+            ArgoRuntime::connect(r)
+                .await
+                .context("connecting to the Kubernetes API for Argo Workflows")?,
+        ),
+    })
+}
+
+/// The contest end as the Contestant Service stores it (`contest_config`), for the Deployment
+/// Listener. Read at each pass; a database error reads as "no end" (nothing is removed for it).
+#[derive(Debug)]
+pub struct StoredContestWindow {
+    db: Database,
+    config: Arc<Config>,
+}
+
+#[async_trait::async_trait]
+impl ContestWindow for StoredContestWindow {
+    async fn ends_at_ms(&self) -> Option<u64> {
+        match stored_settings(&self.db, &self.config).await {
+            Ok(settings) => settings.end_ms.and_then(|ms| u64::try_from(ms).ok()),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the contest end failed");
+                None
+            }
+        }
+    }
+}
+
+/// [`StoredContestWindow`] over `db`.
+pub fn contest_window(config: &Config, db: Database) -> Arc<dyn ContestWindow> {
+    Arc::new(StoredContestWindow {
+        db,
+        config: Arc::new(config.clone()),
+    })
+}
