@@ -38,7 +38,10 @@ pub enum Command {
     ConfigDocs(ConfigDocsArgs),
     /// Print the version.
     Version,
-    /// Run the whole platform in one process, on the embedded default [not built yet: issue 6].
+    /// Run the whole platform in one process: without -c on the embedded default (SQLite in
+    /// data/, in-process store and queue, local runtime, demo challenges, loopback listeners);
+    /// with -c on the backends the file names. Ctrl-C stops it, instances first.
+    #[command(after_help = EXIT_CODES)]
     Up(RoleArgs),
     /// Run the Challenge Gateway (HTTP 8080, TCP 1337, admin 127.0.0.1:9100) until a signal:
     /// SIGTERM drains, SIGINT stops at once, SIGQUIT hands the listeners to a new process.

@@ -8,6 +8,7 @@ mod outcome;
 mod platform;
 mod roles;
 mod token;
+mod up;
 
 use std::process::ExitCode;
 
@@ -44,7 +45,7 @@ fn run(command: Command) -> Result<Exit, Failure> {
             outcome::write_stdout(&format!("fctf {}\n", env!("CARGO_PKG_VERSION")))?;
             Ok(Exit::Ok)
         }
-        Command::Up(args) => Ok(roles::not_built("up", 6, &args)),
+        Command::Up(args) => up::up(&args),
         Command::Gateway(args) => roles::gateway(&args),
         Command::Contestant(args) => Ok(roles::not_built("contestant", 4, &args)),
         Command::DeploymentCenter(args) => roles::deployment_center(&args),

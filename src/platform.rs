@@ -4,6 +4,7 @@
 //! `[database].url`, `[runtime].kind`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use fctf_control::contestant::accounts::settings::stored_settings;
@@ -12,7 +13,8 @@ use fctf_core::db::Database;
 use fctf_core::queue::{AmqpQueue, JobQueue, MemoryQueue, Topology};
 use fctf_core::runtime::InstanceRuntime;
 use fctf_core::store::{MemoryStore, RedisStore, StateStore};
-use fctf_workers::listener::ContestWindow;
+use fctf_workers::listener::poll::SnapshotPoller;
+use fctf_workers::listener::{ChangeFeed, ContestWindow};
 use fctf_workers::runtime::argo::ArgoRuntime;
 use fctf_workers::runtime::kubernetes::KubernetesRuntime;
 use fctf_workers::runtime::local::{LocalRuntime, LocalSettings};
@@ -121,5 +123,16 @@ pub fn contest_window(config: &Config, db: Database) -> Arc<dyn ContestWindow> {
     Arc::new(StoredContestWindow {
         db,
         config: Arc::new(config.clone()),
+    })
+}
+
+/// Change hints for the listener: the local runtime cannot watch, so its snapshot (in-process,
+/// cheap) is polled every 100 ms; other runtimes rely on the listener's resync here.
+pub fn change_feed(runtime: &Arc<dyn InstanceRuntime>) -> Option<Arc<dyn ChangeFeed>> {
+    (runtime.kind() == "local").then(|| {
+        Arc::new(SnapshotPoller::new(
+            runtime.clone(),
+            Duration::from_millis(100),
+        )) as Arc<dyn ChangeFeed>
     })
 }

@@ -22,7 +22,7 @@ pub fn gateway(args: &RoleArgs) -> Result<Exit, Failure> {
 }
 
 /// The role's config file with the process's `FCTF_*` overrides, or exit 64 with every mistake.
-fn load(args: &RoleArgs, role: &str) -> Result<Config, Failure> {
+pub(crate) fn load(args: &RoleArgs, role: &str) -> Result<Config, Failure> {
     let path = args
         .config
         .as_deref()
@@ -129,12 +129,13 @@ pub fn listener(args: &RoleArgs) -> Result<Exit, Failure> {
             .or_exit(Exit::Unavailable)?;
         // The contest end is read from the contest settings in the database.
         let contest = platform::contest_window(&config, db.clone());
+        let feed = platform::change_feed(&runtime);
         fctf_workers::listener::run(
             runtime,
             store,
             db,
             contest,
-            None,
+            feed,
             config.listener.clone(),
             shutdown_signal(),
         )
@@ -163,7 +164,9 @@ fn load_shared(args: &RoleArgs, role: &str) -> Result<Config, Failure> {
 }
 
 /// Runs `work` on a multi-threaded Tokio runtime.
-fn block_on<T>(work: impl std::future::Future<Output = Result<T, Failure>>) -> Result<T, Failure> {
+pub(crate) fn block_on<T>(
+    work: impl std::future::Future<Output = Result<T, Failure>>,
+) -> Result<T, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -14,6 +14,7 @@
 pub mod decision;
 pub mod executor;
 pub mod metrics;
+pub mod poll;
 
 use std::collections::HashSet;
 use std::fmt;

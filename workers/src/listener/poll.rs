@@ -1,0 +1,139 @@
+//! A [`ChangeFeed`] for runtimes that cannot watch (the `local` runtime): it takes a snapshot
+//! every `interval` and hints every instance whose observation changed (appeared, changed phase
+//! or readiness, started terminating, vanished). Cheap for the local runtime, whose snapshot is
+//! in-process; the full resync still runs, so a missed hint only costs time.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fctf_core::runtime::{InstanceRef, InstanceRuntime, Observed, Phase};
+use futures_util::stream::BoxStream;
+use tokio::sync::mpsc;
+
+use super::ChangeFeed;
+
+/// What of an observation, when it changes, deserves a reconcile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Signature {
+    phase: Phase,
+    terminating: bool,
+    restarts: u32,
+    route: Option<String>,
+}
+
+impl From<&Observed> for Signature {
+    fn from(o: &Observed) -> Self {
+        Self {
+            phase: o.phase.clone(),
+            terminating: o.terminating,
+            restarts: o.restarts,
+            route: o.route.clone(),
+        }
+    }
+}
+
+/// The instances whose signature differs between `before` and `now` (including those that
+/// appeared or vanished). Pure, so the diff is tested without a runtime.
+fn changed(
+    before: &HashMap<InstanceRef, Signature>,
+    now: &HashMap<InstanceRef, Signature>,
+) -> Vec<InstanceRef> {
+    let mut out: Vec<InstanceRef> = now
+        .iter()
+        .filter(|(id, sig)| before.get(id) != Some(sig))
+        .map(|(id, _)| *id)
+        .collect();
+    out.extend(before.keys().filter(|id| !now.contains_key(id)).copied());
+    out
+}
+
+/// Polls a runtime's snapshot for changes.
+#[derive(Debug)]
+pub struct SnapshotPoller {
+    runtime: Arc<dyn InstanceRuntime>,
+    interval: Duration,
+}
+
+impl SnapshotPoller {
+    /// Polls `runtime` every `interval`.
+    pub fn new(runtime: Arc<dyn InstanceRuntime>, interval: Duration) -> Self {
+        Self { runtime, interval }
+    }
+}
+
+impl ChangeFeed for SnapshotPoller {
+    fn changes(&self) -> BoxStream<'static, InstanceRef> {
+        let (tx, rx) = mpsc::channel::<InstanceRef>(1024);
+        let runtime = self.runtime.clone();
+        let interval = self.interval;
+        tokio::spawn(async move {
+            let mut seen: HashMap<InstanceRef, Signature> = HashMap::new();
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                // A failed snapshot hints nothing; the next one compares with the last good one.
+                let Ok(observed) = runtime.snapshot().await else {
+                    continue;
+                };
+                let now: HashMap<InstanceRef, Signature> = observed
+                    .iter()
+                    .map(|o| (o.id, Signature::from(o)))
+                    .collect();
+                for id in changed(&seen, &now) {
+                    if tx.send(id).await.is_err() {
+                        return; // the listener stopped reading
+                    }
+                }
+                seen = now;
+            }
+        });
+        Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|id| (id, rx))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use fctf_core::ids::{ChallengeId, InstanceId, TeamId};
+
+    use super::*;
+
+    fn id(n: i64) -> InstanceRef {
+        InstanceRef {
+            team: TeamId(n),
+            challenge: ChallengeId(1),
+            instance: InstanceId::new(),
+        }
+    }
+
+    fn sig(phase: Phase) -> Signature {
+        Signature {
+            phase,
+            terminating: false,
+            restarts: 0,
+            route: Some("127.0.0.1:1".to_owned()),
+        }
+    }
+
+    #[test]
+    fn appearing_changing_and_vanishing_instances_are_hinted_and_steady_ones_are_not() {
+        let (steady, readied, gone, new) = (id(1), id(2), id(3), id(4));
+        let before = HashMap::from([
+            (steady, sig(Phase::Started { ready: true })),
+            (readied, sig(Phase::Creating)),
+            (gone, sig(Phase::Started { ready: true })),
+        ]);
+        let now = HashMap::from([
+            (steady, sig(Phase::Started { ready: true })),
+            (readied, sig(Phase::Started { ready: true })),
+            (new, sig(Phase::Creating)),
+        ]);
+        let mut hinted = changed(&before, &now);
+        hinted.sort_by_key(|i| i.team.0);
+        assert_eq!(hinted, vec![readied, gone, new]);
+        assert!(changed(&now, &now).is_empty());
+    }
+}
