@@ -11,6 +11,7 @@
 //! - [`testkit`]: a whole app over a fresh database, and players, for tests.
 
 mod auth;
+pub mod bootstrap;
 mod caller;
 mod configs;
 pub mod json;
