@@ -7,6 +7,7 @@
 
 mod check_config;
 mod demo;
+mod journey;
 mod migrate;
 mod roles;
 mod token;
