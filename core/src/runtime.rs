@@ -13,6 +13,13 @@
 //!   placement and creates nothing; [`InstanceRuntime::remove`] of an absent instance is `Ok`.
 //! - **Complete snapshots or none.** [`InstanceRuntime::snapshot`] returns everything that runs,
 //!   or an error; never a partial list (the reconciler deletes what a snapshot lacks).
+//! - **The record's expiry governs, the runtime's deadline is a backstop.** The Deployment
+//!   Listener ends an instance once its store record's `expires_at_ms` (set when it turned
+//!   Running, moved by extensions) is past. A runtime's own deadline (a Job's
+//!   `activeDeadlineSeconds`, the local runtime's kill timer) only ends what the control plane
+//!   failed to end, so it must never come before the record's expiry: the Deployment Center moves
+//!   it with [`InstanceRuntime::set_deadline`] when it extends an instance, and a runtime may keep
+//!   it up to [`DEADLINE_MARGIN`] after the end it was given.
 
 use std::fmt;
 use std::time::Duration;
@@ -21,6 +28,11 @@ use async_trait::async_trait;
 
 use crate::ids::{ChallengeId, InstanceId, TeamId};
 use crate::queue::{DeployJob, DeploySpec};
+
+/// How long after the end it was given ([`InstanceRuntime::set_deadline`]) a runtime may still let
+/// an instance run: the listener ends it at its record's expiry, so the runtime's own kill is a
+/// backstop for when the control plane is down, and must not race the listener.
+pub const DEADLINE_MARGIN: Duration = Duration::from_secs(60);
 
 /// The identity of one instance lifetime.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -131,4 +143,18 @@ pub trait InstanceRuntime: Send + Sync + fmt::Debug {
 
     /// The last `tail` lines of the instance's output.
     async fn logs(&self, id: &InstanceRef, tail: u32) -> RuntimeResult<String>;
+
+    /// Moves `id`'s own deadline so the runtime does not end it before `ends_at_ms` (Unix
+    /// milliseconds; an extension's new expiry). The runtime may end it up to
+    /// [`DEADLINE_MARGIN`] later (its backstop), never earlier. Returns once the new deadline is
+    /// in force (persisted: a restarted runtime keeps it). [`RuntimeError::NotFound`] when the
+    /// instance does not exist (nothing runs that could be ended early; unlike
+    /// [`InstanceRuntime::remove`], nothing was achieved either, so the caller is told).
+    ///
+    /// The default is for runtimes that never end an instance on a timer of their own (test
+    /// doubles): there is no deadline to move. Every runtime with a deadline overrides it.
+    async fn set_deadline(&self, id: &InstanceRef, ends_at_ms: u64) -> RuntimeResult<()> {
+        let _ = (id, ends_at_ms);
+        Ok(())
+    }
 }

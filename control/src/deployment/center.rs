@@ -58,7 +58,8 @@ pub struct DeploymentCenter {
 
 impl DeploymentCenter {
     /// A Deployment Center on `store` and `queue` with the `[deployment]` settings and `keys`,
-    /// on the system clock and without a runtime (logs answer 503).
+    /// on the system clock and without a runtime (logs answer 503; extensions move only the
+    /// record, for a runtime that has no deadline of its own).
     pub fn new(
         store: Arc<dyn StateStore>,
         queue: Arc<dyn JobQueue>,
@@ -100,7 +101,8 @@ impl DeploymentCenter {
         self
     }
 
-    /// Reads instance logs through `runtime`.
+    /// Reads instance logs through `runtime`, and moves an extended instance's deadline there
+    /// ([`InstanceRuntime::set_deadline`]) so the runtime does not end it at its old end.
     pub fn with_runtime(mut self, runtime: Arc<dyn InstanceRuntime>) -> Self {
         self.runtime = Some(runtime);
         self
@@ -387,6 +389,8 @@ impl DeploymentCenter {
                 .map_err(store_unavailable)?
             {
                 UpdateOutcome::Updated(stored) => {
+                    self.move_runtime_deadline(&stored, record.expires_at_ms, new_expiry)
+                        .await?;
                     let status = self.status_of(key, Some(&stored)).await?;
                     return Ok((status, "extended"));
                 }
@@ -395,6 +399,107 @@ impl DeploymentCenter {
         }
         Err(ApiError::conflict(
             "The instance changed while extending it; please try again.",
+        ))
+    }
+
+    /// Tells the runtime (when this center has one) that `stored`'s instance now ends at
+    /// `new_expiry`, after the record says so. The runtime's own deadline would otherwise end it
+    /// at its old end while the record, and so the player, says it runs on. If the runtime
+    /// cannot move it, the record's extension is undone (back to `previous`) and the player is
+    /// answered 503: record and runtime agree on the old end, and the player knows the
+    /// extension did not happen. The extension counter keeps the attempt (the store has no
+    /// decrement). A runtime without the instance (`NotFound`) has nothing that could end it
+    /// early: the extension stands, and the listener deals with the missing instance.
+    async fn move_runtime_deadline(
+        &self,
+        stored: &DeploymentRecord,
+        previous: Option<u64>,
+        new_expiry: u64,
+    ) -> Result<(), ApiError> {
+        let Some(runtime) = &self.runtime else {
+            return Ok(());
+        };
+        let id = InstanceRef {
+            team: stored.team,
+            challenge: stored.challenge,
+            instance: stored.instance,
+        };
+        let failure = match runtime.set_deadline(&id, new_expiry).await {
+            Ok(()) => return self.follow_later_extension(runtime, &id, new_expiry).await,
+            Err(RuntimeError::NotFound) => {
+                tracing::info!(instance = %id.instance, "extended an instance the runtime does not have");
+                return Ok(());
+            }
+            Err(e) => e,
+        };
+        tracing::warn!(instance = %id.instance, error = %failure, "runtime deadline not moved; extension undone");
+        self.undo_extension(stored, previous, new_expiry).await?;
+        Err(ApiError::unavailable("runtime", &failure))
+    }
+
+    /// After a successful runtime call: if a concurrent extension moved the record further and
+    /// its runtime call landed first, the runtime now holds the older end; send the newer one.
+    async fn follow_later_extension(
+        &self,
+        runtime: &Arc<dyn InstanceRuntime>,
+        id: &InstanceRef,
+        sent: u64,
+    ) -> Result<(), ApiError> {
+        let current = self
+            .store
+            .get_deployment(id.team, id.challenge)
+            .await
+            .map_err(store_unavailable)?;
+        let later = current
+            .filter(|r| r.instance == id.instance && r.state == DeploymentState::Running)
+            .and_then(|r| r.expires_at_ms)
+            .filter(|&at| at > sent);
+        if let Some(at) = later {
+            runtime.set_deadline(id, at).await.or_else(|e| match e {
+                RuntimeError::NotFound => Ok(()),
+                e => Err(ApiError::unavailable("runtime", &e)),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes `stored` back to its `previous` expiry, unless the record moved on meanwhile
+    /// ([`policy::extension_rollback`]); re-reads and retries a lost compare-and-set.
+    async fn undo_extension(
+        &self,
+        stored: &DeploymentRecord,
+        previous: Option<u64>,
+        extended_to: u64,
+    ) -> Result<(), ApiError> {
+        let mut current = Some(stored.clone());
+        for _ in 0..CAS_ATTEMPTS {
+            let Some(undone) = current
+                .filter(|r| r.instance == stored.instance)
+                .and_then(|r| policy::extension_rollback(&r, extended_to, previous))
+            else {
+                return Ok(());
+            };
+            let now = self.now_ms();
+            let ttl = Duration::from_millis(previous.unwrap_or(now).saturating_sub(now))
+                .saturating_add(self.provisional_ttl);
+            match self
+                .store
+                .update_deployment(&undone, ttl)
+                .await
+                .map_err(store_unavailable)?
+            {
+                UpdateOutcome::Updated(_) => return Ok(()),
+                UpdateOutcome::Conflict(_) => {
+                    current = self
+                        .store
+                        .get_deployment(stored.team, stored.challenge)
+                        .await
+                        .map_err(store_unavailable)?;
+                }
+            }
+        }
+        Err(ApiError::conflict(
+            "The instance changed while undoing its extension; please check its status.",
         ))
     }
 

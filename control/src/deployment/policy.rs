@@ -93,6 +93,23 @@ pub fn extension(
     Ok(new_expiry)
 }
 
+/// The record that undoes an extension of `current`'s instance to `extended_to` (back to
+/// `previous`) after the runtime could not move its own deadline, or `None` when there is nothing
+/// to undo: the record is no longer Running at that expiry (stopped meanwhile, or extended again
+/// by a later request, whose runtime call then carries the newer end).
+pub fn extension_rollback(
+    current: &DeploymentRecord,
+    extended_to: u64,
+    previous: Option<u64>,
+) -> Option<DeploymentRecord> {
+    (current.state == DeploymentState::Running && current.expires_at_ms == Some(extended_to)).then(
+        || DeploymentRecord {
+            expires_at_ms: previous,
+            ..current.clone()
+        },
+    )
+}
+
 /// How long the extension counter of an instance must live after its first increment: the rest
 /// of the instance's life after that extension, plus every later extension, plus an hour.
 pub fn extension_counter_window(rules: ExtensionRules, now_ms: u64, new_expiry: u64) -> Duration {
@@ -273,6 +290,26 @@ mod tests {
         window_ms: 900_000,
         max: 2,
     };
+
+    #[test]
+    fn a_rollback_undoes_only_the_extension_it_made() {
+        let extended = running(2_000);
+        assert_eq!(
+            extension_rollback(&extended, 2_000, Some(1_000)).map(|r| r.expires_at_ms),
+            Some(Some(1_000))
+        );
+        // Extended again meanwhile: the newer extension stands.
+        assert_eq!(
+            extension_rollback(&running(3_000), 2_000, Some(1_000)),
+            None
+        );
+        // Stopping meanwhile: nothing to undo.
+        let stopping = DeploymentRecord {
+            state: DeploymentState::Stopping,
+            ..running(2_000)
+        };
+        assert_eq!(extension_rollback(&stopping, 2_000, Some(1_000)), None);
+    }
 
     fn running(expires: u64) -> DeploymentRecord {
         DeploymentRecord {

@@ -147,4 +147,9 @@ impl InstanceRuntime for ArgoRuntime {
     async fn logs(&self, id: &InstanceRef, tail: u32) -> RuntimeResult<String> {
         self.cluster.logs(id, tail).await
     }
+
+    /// The workflow only creates the objects: the deadline lives on the Job it applied.
+    async fn set_deadline(&self, id: &InstanceRef, ends_at_ms: u64) -> RuntimeResult<()> {
+        self.cluster.set_deadline(id, ends_at_ms).await
+    }
 }

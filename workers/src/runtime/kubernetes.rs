@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use fctf_core::config::RuntimeConfig;
 use fctf_core::queue::DeploySpec;
 use fctf_core::runtime::{
-    InstanceRef, InstanceRuntime, Observed, Placement, RuntimeError, RuntimeResult,
+    DEADLINE_MARGIN, InstanceRef, InstanceRuntime, Observed, Placement, RuntimeError, RuntimeResult,
 };
 use futures_util::stream::BoxStream;
 use k8s_openapi::api::batch::v1::Job;
@@ -285,6 +285,47 @@ impl KubernetesRuntime {
         Ok(())
     }
 
+    /// Moves `id`'s end to `ends_at_ms` (an extension): the Job's `activeDeadlineSeconds`, which
+    /// counts from the Job's start, becomes the time from that start to `ends_at_ms` plus
+    /// [`DEADLINE_MARGIN`] (the cluster's kill is a backstop behind the listener's), and the
+    /// namespace's `ctf/expiry` label becomes `ends_at_ms`, so the expiry cleanup does not end it
+    /// early either. Merge patches, as [`Self::set_lifetime`]. `NotFound` when `id` has no
+    /// namespace or no Job.
+    pub async fn set_deadline(&self, id: &InstanceRef, ends_at_ms: u64) -> RuntimeResult<()> {
+        let namespaces = Api::<Namespace>::all(self.client.clone());
+        let found = self
+            .list_all(&namespaces, &manifest::instance_selector(id))
+            .await?;
+        if found.is_empty() {
+            return Err(RuntimeError::NotFound);
+        }
+        for ns in found {
+            let Some(name) = ns.metadata.name else {
+                continue;
+            };
+            let jobs = Api::<Job>::namespaced(self.client.clone(), &name);
+            let job = jobs.get(manifest::JOB_NAME).await.map_err(runtime_error)?;
+            let started = manifest::job_start_ms(&job).ok_or_else(|| {
+                RuntimeError::Unavailable(format!("the Job in {name} has no start time yet"))
+            })?;
+            let deadline =
+                manifest::active_deadline_secs(started, ends_at_ms, DEADLINE_MARGIN.as_secs());
+            let params = PatchParams::default();
+            let patch = serde_json::json!({"spec": {"activeDeadlineSeconds": deadline}});
+            jobs.patch(manifest::JOB_NAME, &params, &Patch::Merge(&patch))
+                .await
+                .map_err(runtime_error)?;
+            let labels = serde_json::json!({"metadata": {"labels": {
+                manifest::LABEL_EXPIRY: manifest::expiry_label(ends_at_ms)
+            }}});
+            namespaces
+                .patch(&name, &params, &Patch::Merge(&labels))
+                .await
+                .map_err(runtime_error)?;
+        }
+        Ok(())
+    }
+
     /// The last `tail` lines of `id`'s newest pod.
     pub async fn pod_logs(&self, id: &InstanceRef, tail: u32) -> RuntimeResult<String> {
         let api = Api::<Pod>::all(self.client.clone());
@@ -352,5 +393,9 @@ impl InstanceRuntime for KubernetesRuntime {
 
     async fn logs(&self, id: &InstanceRef, tail: u32) -> RuntimeResult<String> {
         self.pod_logs(id, tail).await
+    }
+
+    async fn set_deadline(&self, id: &InstanceRef, ends_at_ms: u64) -> RuntimeResult<()> {
+        KubernetesRuntime::set_deadline(self, id, ends_at_ms).await
     }
 }

@@ -13,9 +13,13 @@
 //!   killed: nothing is leaked); `Failed` when it never became ready within
 //!   `[runtime].local_ready_timeout_secs` (killed). Restarts are always 0: the runtime never
 //!   restarts a process.
-//! - **Lifetime.** Killed at spawn time plus [`DeploySpec::lifetime_secs`] (observed as
-//!   `Ended { succeeded: false }` with reason `DeadlineExceeded`, as a Kubernetes Job's
-//!   `activeDeadlineSeconds` would).
+//! - **Lifetime, as a backstop.** Killed at spawn time plus [`DeploySpec::lifetime_secs`] plus
+//!   [`LocalSettings::deadline_margin`] (observed as `Ended { succeeded: false }` with reason
+//!   `DeadlineExceeded`, as a Kubernetes Job's `activeDeadlineSeconds` would). The record's
+//!   expiry (ready time plus lifetime) governs: the listener removes the instance then; the
+//!   margin keeps this kill from coming first. [`InstanceRuntime::set_deadline`] (an extension)
+//!   moves the kill to the new end plus the margin, and writes it to the state file, so a
+//!   re-adopted instance keeps it.
 //! - **Survives a restart of the platform.** One JSON file per instance in the state directory
 //!   (pid, group, `/proc` start time, port, identity, lifetime). [`LocalRuntime::open`] reads them
 //!   back: a child still running is adopted and observed again, one that died meanwhile is
@@ -41,7 +45,8 @@ use fctf_core::config::RuntimeConfig;
 use fctf_core::ids::InstanceId;
 use fctf_core::queue::DeploySpec;
 use fctf_core::runtime::{
-    InstanceRef, InstanceRuntime, Observed, Phase, Placement, RuntimeError, RuntimeResult,
+    DEADLINE_MARGIN, InstanceRef, InstanceRuntime, Observed, Phase, Placement, RuntimeError,
+    RuntimeResult,
 };
 use tokio::process::Child;
 use tokio::time::{MissedTickBehavior, interval};
@@ -65,10 +70,15 @@ pub struct LocalSettings {
     pub stop_grace: Duration,
     /// Most bytes of output kept per instance.
     pub log_limit_bytes: u64,
+    /// How long after its end (spawn plus lifetime, or the end [`InstanceRuntime::set_deadline`]
+    /// gave) an instance is killed by the runtime itself: the listener ends it at its record's
+    /// expiry, which starts later (when it is ready), so the runtime's kill must come after.
+    pub deadline_margin: Duration,
 }
 
 impl LocalSettings {
-    /// The settings of `[runtime]` (stop grace 2 s, 1 MiB of output per instance).
+    /// The settings of `[runtime]` (stop grace 2 s, 1 MiB of output per instance, the
+    /// [`DEADLINE_MARGIN`] after an instance's end).
     pub fn from_config(config: &RuntimeConfig) -> Self {
         Self {
             host: config.local_host.clone(),
@@ -85,6 +95,7 @@ impl Default for LocalSettings {
             ready_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(2),
             log_limit_bytes: 1 << 20,
+            deadline_margin: DEADLINE_MARGIN,
         }
     }
 }
@@ -147,6 +158,11 @@ impl Entry {
         }
         self.waiting_reason = reason.map(str::to_owned);
     }
+}
+
+/// `d` in milliseconds, saturating.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `host:port`, with brackets around an IPv6 address.
@@ -310,6 +326,7 @@ impl LocalRuntime {
             .ok_or_else(|| RuntimeError::Unavailable("spawned process has no pid".to_owned()))?;
         let created_at_ms = clock::unix_now_millis();
         let lifetime_ms = spec.lifetime_secs.saturating_mul(1000);
+        let margin_ms = millis(inner.settings.deadline_margin);
         let file = InstanceFile {
             team: id.team,
             challenge: id.challenge,
@@ -322,7 +339,9 @@ impl LocalRuntime {
             created_at_ms,
             started_at_ms: 0,
             lifetime_secs: spec.lifetime_secs,
-            deadline_ms: created_at_ms.saturating_add(lifetime_ms),
+            deadline_ms: created_at_ms
+                .saturating_add(lifetime_ms)
+                .saturating_add(margin_ms),
             outcome: None,
             ended_at_ms: None,
         };
@@ -449,9 +468,9 @@ async fn supervise(runtime: Weak<Inner>, instance: InstanceId, mut child: Option
                     entry.set_phase(Phase::Started { ready: true }, None, now);
                 }
             } else if now
-                >= watch.created_at_ms.saturating_add(
-                    u64::try_from(inner.settings.ready_timeout.as_millis()).unwrap_or(u64::MAX),
-                )
+                >= watch
+                    .created_at_ms
+                    .saturating_add(millis(inner.settings.ready_timeout))
             {
                 tracing::info!(%instance, "local instance never accepted connections");
                 end_by_kill(&inner, instance, &watch, Outcome::NeverReady).await;
@@ -619,6 +638,38 @@ impl InstanceRuntime for LocalRuntime {
             self.inner.settings.log_limit_bytes,
         )
         .map_err(|e| RuntimeError::Unavailable(format!("instance output: {e}")))
+    }
+
+    /// Moves the kill to `ends_at_ms` plus [`LocalSettings::deadline_margin`], in memory (the
+    /// supervisor reads it each tick) and in the state file (a restarted runtime adopts it with
+    /// the moved deadline). An instance that already ended or is being removed keeps its end.
+    async fn set_deadline(&self, id: &InstanceRef, ends_at_ms: u64) -> RuntimeResult<()> {
+        // Under the deploy lock: two moves of one deadline write their files in order.
+        let _serial = self.inner.deploy_lock.lock().await;
+        let deadline_ms = ends_at_ms.saturating_add(millis(self.inner.settings.deadline_margin));
+        let (file, previous) = {
+            let mut entries = self.inner.entries();
+            let Some(entry) = entries.get_mut(&id.instance).filter(|e| e.id() == *id) else {
+                return Err(RuntimeError::NotFound);
+            };
+            if entry.terminating || entry.file.outcome.is_some() {
+                return Ok(());
+            }
+            let previous = entry.file.deadline_ms;
+            entry.file.deadline_ms = deadline_ms;
+            (entry.file.clone(), previous)
+        };
+        if let Err(e) = state_file::write(&self.inner.dir, &file) {
+            // Not persisted: a restart would kill at the old deadline, so do not claim the move.
+            if let Some(entry) = self.inner.entries().get_mut(&id.instance)
+                && entry.file.deadline_ms == deadline_ms
+            {
+                entry.file.deadline_ms = previous;
+            }
+            return Err(RuntimeError::Unavailable(format!("state file: {e}")));
+        }
+        tracing::info!(instance = %id.instance, deadline_ms, "local instance deadline moved");
+        Ok(())
     }
 }
 

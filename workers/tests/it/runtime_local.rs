@@ -33,11 +33,15 @@ impl Drop for Scratch {
     }
 }
 
-/// Test settings: short grace and ready timeout, so failures show fast.
+/// The deadline margin of the test settings: short, so lifetime kills come fast.
+pub const MARGIN_MS: u64 = 200;
+
+/// Test settings: short grace, ready timeout and deadline margin, so failures show fast.
 pub fn settings() -> LocalSettings {
     LocalSettings {
         stop_grace: Duration::from_millis(300),
         ready_timeout: Duration::from_secs(20),
+        deadline_margin: Duration::from_millis(MARGIN_MS),
         ..LocalSettings::default()
     }
 }
@@ -321,9 +325,60 @@ async fn the_lifetime_is_enforced() {
     .await;
     assert_eq!(ended.phase, Phase::Ended { succeeded: false });
     assert_eq!(ended.waiting_reason.as_deref(), Some("DeadlineExceeded"));
-    assert!(ended.phase_since_ms >= ended.created_at_ms + 1000);
+    // The kill is a backstop: the lifetime plus the margin after spawn, never before.
+    assert!(ended.phase_since_ms >= ended.created_at_ms + 1000 + MARGIN_MS);
     assert!(!running(leader) && !running(grandchild));
     runtime.remove(&id).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_moved_deadline_survives_a_reopen_and_the_kill_comes_at_the_new_end() {
+    let scratch = Scratch::new("local-deadline");
+    let state = scratch.path("state");
+    let id = instance(1);
+    let mut spec = http_spec(&scratch.0);
+    spec.lifetime_secs = 1;
+    let (created_at_ms, ends_at_ms) = {
+        let first = LocalRuntime::open(&state, settings()).await.unwrap();
+        first.deploy(&id, &spec, 0).await.unwrap();
+        let ready = wait_observed(&first, &id, "ready", is_ready).await;
+        assert!(matches!(
+            first.set_deadline(&instance(2), ready.created_at_ms).await,
+            Err(RuntimeError::NotFound)
+        ));
+        let ends_at_ms = ready.created_at_ms + 4000;
+        first.set_deadline(&id, ends_at_ms).await.unwrap();
+        // Written down, so the next runtime kills at the new end too.
+        let file: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(state.join(format!("{}.json", id.instance))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(file["deadline_ms"], ends_at_ms + MARGIN_MS);
+        (ready.created_at_ms, ends_at_ms)
+        // The first runtime is dropped here, as when the platform process stops.
+    };
+    let second = LocalRuntime::open(&state, settings()).await.unwrap();
+    let leader = read_pid(&scratch.path("leader.pid")).await;
+    wait_observed(&second, &id, "adopted", is_ready).await;
+    // Past the old deadline (spawn + 1 s + margin) it still runs...
+    let old_deadline = created_at_ms + 1000 + MARGIN_MS;
+    while fctf_core::clock::unix_now_millis() < old_deadline + 500 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let seen = wait_observed(&second, &id, "still running", |_| true).await;
+    assert!(is_ready(&seen), "ended at the old deadline: {seen:#?}");
+    assert!(running(leader));
+    // ...and is killed at the new one.
+    let ended = wait_observed(&second, &id, "new deadline", |o| {
+        matches!(o.phase, Phase::Ended { .. })
+    })
+    .await;
+    assert_eq!(ended.waiting_reason.as_deref(), Some("DeadlineExceeded"));
+    assert!(ended.phase_since_ms >= ends_at_ms + MARGIN_MS);
+    assert!(!running(leader));
+    // An ended instance keeps its end.
+    second.set_deadline(&id, ends_at_ms + 60_000).await.unwrap();
+    second.remove(&id).await.unwrap();
 }
 
 #[tokio::test]

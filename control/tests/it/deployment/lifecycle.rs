@@ -51,6 +51,8 @@ on_both!(
     stop_of_an_instance_that_is_not_the_live_one_conflicts,
     a_failed_workflow_fails_the_instance_and_frees_its_slot,
     stop_all_stops_every_active_instance,
+    an_extension_moves_the_runtime_deadline_to_the_new_end,
+    a_runtime_that_cannot_move_the_deadline_undoes_the_extension,
 );
 
 fn instance_of(answer: &Value) -> InstanceId {
@@ -630,4 +632,174 @@ async fn logs_need_a_runtime() {
     .with_runtime(Arc::new(OneInstanceLogs(InstanceId::new())));
     let gone = elsewhere.logs(&target(k, None), 2).await.unwrap_err();
     assert_eq!(gone.kind, fctf_control::error::ErrorKind::NotFound);
+}
+
+/// What [`DeadlineRecorder::set_deadline`] answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DeadlineAnswer {
+    Moved,
+    Unavailable,
+    Missing,
+}
+
+/// A runtime that records every deadline it is asked to set and answers as told.
+#[derive(Debug)]
+struct DeadlineRecorder {
+    calls: std::sync::Mutex<Vec<(InstanceRef, u64)>>,
+    answer: std::sync::Mutex<DeadlineAnswer>,
+}
+
+impl DeadlineRecorder {
+    fn new(answer: DeadlineAnswer) -> Arc<Self> {
+        Arc::new(Self {
+            calls: std::sync::Mutex::new(Vec::new()),
+            answer: std::sync::Mutex::new(answer),
+        })
+    }
+
+    fn answer(&self, answer: DeadlineAnswer) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    fn calls(&self) -> Vec<(InstanceRef, u64)> {
+        self.calls.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl InstanceRuntime for DeadlineRecorder {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    async fn deploy(&self, _: &InstanceRef, _: &DeploySpec, _: u64) -> RuntimeResult<Placement> {
+        Err(RuntimeError::Rejected("not in this test".to_owned()))
+    }
+    async fn remove(&self, _: &InstanceRef) -> RuntimeResult<()> {
+        Ok(())
+    }
+    async fn in_progress(&self) -> RuntimeResult<u32> {
+        Ok(0)
+    }
+    async fn snapshot(&self) -> RuntimeResult<Vec<Observed>> {
+        Ok(Vec::new())
+    }
+    async fn logs(&self, _: &InstanceRef, _: u32) -> RuntimeResult<String> {
+        Err(RuntimeError::NotFound)
+    }
+    async fn set_deadline(&self, id: &InstanceRef, ends_at_ms: u64) -> RuntimeResult<()> {
+        self.calls.lock().unwrap().push((*id, ends_at_ms));
+        match *self.answer.lock().unwrap() {
+            DeadlineAnswer::Moved => Ok(()),
+            DeadlineAnswer::Unavailable => {
+                Err(RuntimeError::Unavailable("API server down".to_owned()))
+            }
+            DeadlineAnswer::Missing => Err(RuntimeError::NotFound),
+        }
+    }
+}
+
+/// A Deployment Center on `h`'s store and queue that tells `runtime` about extensions.
+fn center_with(h: &super::fixture::Harness, runtime: Arc<DeadlineRecorder>) -> DeploymentCenter {
+    DeploymentCenter::new(
+        Arc::clone(&h.store),
+        Arc::clone(&h.queue),
+        &test_config(),
+        keys(),
+    )
+    .with_runtime(runtime)
+}
+
+async fn an_extension_moves_the_runtime_deadline_to_the_new_end(backend: Backend) {
+    let h = backend.harness("extend-runtime", 300).await;
+    let k = key(7, 1);
+    let instance = instance_of(&h.post(paths::START, &start_request(k, 3)).await.body);
+    let runtime = DeadlineRecorder::new(DeadlineAnswer::Moved);
+    let center = center_with(&h, Arc::clone(&runtime));
+    let expires = now_ms() + 10 * 60_000;
+    h.set_running(k, expires).await;
+
+    let status = center
+        .extend(&ExtendRequest {
+            target: target(k, Some(instance)),
+            contest_ends_at_ms: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(status.expires_at_ms, Some(expires + 600_000));
+    let id = InstanceRef {
+        team: k.team,
+        challenge: k.challenge,
+        instance,
+    };
+    // Called once, after the record says so, with the record's new end.
+    assert_eq!(runtime.calls(), vec![(id, expires + 600_000)]);
+    assert_eq!(
+        h.record(k).await.unwrap().expires_at_ms,
+        Some(expires + 600_000)
+    );
+
+    // A refused extension does not reach the runtime.
+    h.set_running(k, now_ms() + 20 * 60_000).await;
+    center
+        .extend(&ExtendRequest {
+            target: target(k, Some(instance)),
+            contest_ends_at_ms: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(runtime.calls().len(), 1);
+}
+
+async fn a_runtime_that_cannot_move_the_deadline_undoes_the_extension(backend: Backend) {
+    let h = backend.harness("extend-runtime-down", 300).await;
+    let k = key(7, 1);
+    let instance = instance_of(&h.post(paths::START, &start_request(k, 3)).await.body);
+    let runtime = DeadlineRecorder::new(DeadlineAnswer::Unavailable);
+    let center = center_with(&h, Arc::clone(&runtime));
+    let expires = now_ms() + 10 * 60_000;
+    let running = h.set_running(k, expires).await;
+    let request = ExtendRequest {
+        target: target(k, Some(instance)),
+        contest_ends_at_ms: None,
+    };
+
+    // The runtime would still end it at the old end: 503, and the record says the old end too.
+    let refused = center.extend(&request).await.unwrap_err();
+    assert_eq!(refused.kind, fctf_control::error::ErrorKind::Unavailable);
+    assert_eq!(runtime.calls().len(), 1);
+    assert_eq!(runtime.calls()[0].1, expires + 600_000);
+    let undone = h.record(k).await.unwrap();
+    assert_eq!(undone.expires_at_ms, Some(expires));
+    assert_eq!(undone.state, DeploymentState::Running);
+    assert_eq!(undone.instance, running.instance);
+    assert!(undone.version > running.version, "extended, then undone");
+
+    // Once the runtime answers again, the extension goes through from the old end; the failed
+    // attempt counted (the store has no decrement).
+    runtime.answer(DeadlineAnswer::Moved);
+    let status = center.extend(&request).await.unwrap();
+    assert_eq!(status.expires_at_ms, Some(expires + 600_000));
+    assert_eq!(status.extensions_left, Some(0));
+    assert_eq!(runtime.calls()[1].1, expires + 600_000);
+
+    // A runtime without the instance has nothing that could end it early: the extension stands.
+    let h2 = backend.harness("extend-runtime-missing", 300).await;
+    let instance2 = instance_of(&h2.post(paths::START, &start_request(k, 3)).await.body);
+    let missing = DeadlineRecorder::new(DeadlineAnswer::Missing);
+    let center2 = center_with(&h2, Arc::clone(&missing));
+    let expires2 = now_ms() + 10 * 60_000;
+    h2.set_running(k, expires2).await;
+    let status = center2
+        .extend(&ExtendRequest {
+            target: target(k, Some(instance2)),
+            contest_ends_at_ms: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(status.expires_at_ms, Some(expires2 + 600_000));
+    assert_eq!(missing.calls().len(), 1);
+    assert_eq!(
+        h2.record(k).await.unwrap().expires_at_ms,
+        Some(expires2 + 600_000)
+    );
 }

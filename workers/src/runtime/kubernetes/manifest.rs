@@ -445,3 +445,27 @@ pub fn pull_secret_copy(source: &Secret, name: &str, ns: &str) -> Secret {
         ..Secret::default()
     }
 }
+
+/// When `job` started counting its `activeDeadlineSeconds` (Unix milliseconds): its
+/// `status.startTime`, else (not started yet) its creation time, which is no later.
+pub fn job_start_ms(job: &Job) -> Option<u64> {
+    job.status
+        .as_ref()
+        .and_then(|s| s.start_time.as_ref())
+        .or(job.metadata.creation_timestamp.as_ref())
+        .and_then(|t| u64::try_from(t.0.as_millisecond()).ok())
+}
+
+/// The `activeDeadlineSeconds` that ends a Job started at `job_start_ms` no earlier than
+/// `ends_at_ms` plus `margin_secs` (rounded up; at least 1, the smallest the API accepts).
+pub fn active_deadline_secs(job_start_ms: u64, ends_at_ms: u64, margin_secs: u64) -> i64 {
+    let run_secs = ends_at_ms.saturating_sub(job_start_ms).div_ceil(1000);
+    i64::try_from(run_secs.saturating_add(margin_secs))
+        .unwrap_or(i64::MAX)
+        .max(1)
+}
+
+/// The `ctf/expiry` label value for an instance ending at `ends_at_ms`: Unix seconds, rounded up.
+pub fn expiry_label(ends_at_ms: u64) -> String {
+    ends_at_ms.div_ceil(1000).to_string()
+}

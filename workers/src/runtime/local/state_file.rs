@@ -43,7 +43,8 @@ pub(super) struct InstanceFile {
     /// The `started_at_ms` the deploy was given (the job's enqueue time).
     pub started_at_ms: u64,
     pub lifetime_secs: u64,
-    /// Kill time (Unix milliseconds): spawn time plus lifetime.
+    /// Kill time (Unix milliseconds): spawn time plus lifetime plus the deadline margin, moved by
+    /// `set_deadline` (an extension).
     pub deadline_ms: u64,
     /// Set once the instance ended.
     #[serde(default)]

@@ -185,6 +185,36 @@ async fn remove_deletes_the_workflow_then_the_namespace() {
     rt.remove(&id).await.unwrap();
 }
 
+#[tokio::test]
+async fn an_extension_moves_the_deadline_of_the_job_the_workflow_applied() {
+    let api = FakeApi::start().await;
+    put_platform_secret(&api);
+    let rt = argo(&api);
+    let id = instance(3, 4);
+    rt.deploy(&id, &spec(), STARTED_AT_MS).await.unwrap();
+    // No namespace yet (the workflow has not applied it): nothing to move.
+    assert!(matches!(
+        rt.set_deadline(&id, STARTED_AT_MS + 7_200_000).await,
+        Err(RuntimeError::NotFound)
+    ));
+    // What the workflow would apply; the fake stamps creation at 2026-01-01T00:00:00Z.
+    KubernetesRuntime::new(api.client(), settings())
+        .deploy(&id, &spec(), STARTED_AT_MS)
+        .await
+        .unwrap();
+    api.clear_requests();
+    rt.set_deadline(&id, 1_767_225_600_000 + 7_200_000)
+        .await
+        .unwrap();
+    let job = api.object("jobs", &ns_of(&id), "challenge").unwrap();
+    assert_eq!(
+        job["spec"]["activeDeadlineSeconds"],
+        7200 + fctf_core::runtime::DEADLINE_MARGIN.as_secs()
+    );
+    // The workflow itself is left alone.
+    assert!(api.writes().iter().all(|w| !w.path.contains("workflows")));
+}
+
 /// Substitutes `{{workflow.parameters.X}}` as Argo does.
 fn substitute(text: &str, params: &[(&str, String)]) -> String {
     let mut out = text.to_owned();

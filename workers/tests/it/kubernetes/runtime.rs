@@ -519,3 +519,53 @@ async fn an_extension_moves_the_cluster_deadline_and_the_expiry_label() {
         Err(RuntimeError::NotFound)
     ));
 }
+
+#[tokio::test]
+async fn a_moved_deadline_counts_from_the_jobs_start_plus_the_margin() {
+    let api = FakeApi::start().await;
+    put_platform_secret(&api);
+    let rt = runtime(&api);
+    let id = instance(6, 8);
+    rt.deploy(&id, &spec(), STARTED_AT_MS).await.unwrap();
+    let ns = ns_of(&id);
+    // The fake stamps creationTimestamp 2026-01-01T00:00:00Z; the Job started 10 s later.
+    let created_ms: u64 = 1_767_225_600_000;
+    let mut job = api.object("jobs", &ns, "challenge").unwrap();
+    job["status"] = json!({"startTime": "2026-01-01T00:00:10Z"});
+    api.put("jobs", job);
+    api.clear_requests();
+
+    let ends_at_ms = created_ms + 10_000 + 3_600_500;
+    let dyn_rt: &dyn InstanceRuntime = &rt;
+    dyn_rt.set_deadline(&id, ends_at_ms).await.unwrap();
+    let writes = api.writes();
+    assert_eq!(writes.len(), 2, "{writes:#?}");
+    assert!(writes.iter().all(|w| w.method == Method::PATCH
+        && w.content_type.as_deref() == Some("application/merge-patch+json")));
+    let job = api.object("jobs", &ns, "challenge").unwrap();
+    // 3600.5 s after the start, rounded up, plus the backstop margin.
+    let margin = fctf_core::runtime::DEADLINE_MARGIN.as_secs();
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 3601 + margin);
+    assert_eq!(job["spec"]["ttlSecondsAfterFinished"], 60);
+    let namespace = api.object("namespaces", "", &ns).unwrap();
+    assert_eq!(
+        namespace["metadata"]["labels"]["ctf/expiry"],
+        ends_at_ms.div_ceil(1000).to_string()
+    );
+
+    // A Job not started yet counts from its creation (no later than its start).
+    let mut job = api.object("jobs", &ns, "challenge").unwrap();
+    job["status"] = json!({});
+    api.put("jobs", job);
+    dyn_rt
+        .set_deadline(&id, created_ms + 7_200_000)
+        .await
+        .unwrap();
+    let job = api.object("jobs", &ns, "challenge").unwrap();
+    assert_eq!(job["spec"]["activeDeadlineSeconds"], 7200 + margin);
+
+    assert!(matches!(
+        dyn_rt.set_deadline(&instance(6, 9), ends_at_ms).await,
+        Err(RuntimeError::NotFound)
+    ));
+}
