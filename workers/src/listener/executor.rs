@@ -10,10 +10,10 @@ use std::sync::Arc;
 use fctf_core::db::{Database, DbError};
 use fctf_core::ids::{ChallengeId, InstanceId, TeamId};
 use fctf_core::runtime::{InstanceRef, InstanceRuntime, RuntimeError};
-use fctf_core::store::{Reservation, StateStore, StoreError, UpdateOutcome};
+use fctf_core::store::{DeploymentRecord, Reservation, StateStore, StoreError, UpdateOutcome};
 
 use super::ContestWindow;
-use super::decision::{Action, Scope, Views};
+use super::decision::{Action, Cause, Scope, Views};
 use super::metrics::ListenerMetrics;
 
 /// Why a view could not be read (the pass is skipped).
@@ -141,12 +141,35 @@ impl Executor {
         out
     }
 
+    /// Once an instance is Running, its runtime deadline (set at deploy from the spawn) is moved
+    /// to the record's expiry (plus the runtime's margin), so the record governs from the start.
+    /// Best effort: the runtime's own deadline stays a backstop, and the listener removes the
+    /// instance at the record's expiry anyway.
+    async fn align_deadline(&self, record: &DeploymentRecord) {
+        let Some(ends_at_ms) = record.expires_at_ms else {
+            return;
+        };
+        let id = InstanceRef {
+            team: record.team,
+            challenge: record.challenge,
+            instance: record.instance,
+        };
+        if let Err(error) = self.runtime.set_deadline(&id, ends_at_ms).await {
+            tracing::warn!(instance = %record.instance, %error, "listener: could not align the runtime deadline");
+        }
+    }
+
     /// Ok(false): a store write found another version or instance.
     async fn apply_one(&self, action: &Action, now_ms: u64) -> Result<bool, ViewError> {
         match action {
-            Action::Update { record, ttl, .. } => {
+            Action::Update { record, ttl, cause } => {
                 match self.store.update_deployment(record, *ttl).await? {
-                    UpdateOutcome::Updated(_) => Ok(true),
+                    UpdateOutcome::Updated(_) => {
+                        if *cause == Cause::Ready {
+                            self.align_deadline(record).await;
+                        }
+                        Ok(true)
+                    }
                     UpdateOutcome::Conflict(_) => Ok(false),
                 }
             }

@@ -207,6 +207,11 @@ async fn deploying_and_ready_becomes_running_and_a_restart_converges(b: &Backend
     assert_eq!(tracked.expires_at_ms, Some((t0 + HOUR_MS) as i64));
     assert_eq!(tracked.stopped_at_ms, None);
     assert_eq!(b.store.quota_usage(id.team).await.unwrap(), 1);
+    assert_eq!(
+        rt.deadlines(),
+        vec![(id.instance, t0 + HOUR_MS)],
+        "the runtime's deadline follows the record's expiry once Running"
+    );
 
     // Again, and from a restarted listener (empty memory): nothing more to do.
     assert!(l.resync_at(t0 + 1_000).await.unwrap().actions.is_empty());

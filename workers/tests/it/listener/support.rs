@@ -117,6 +117,7 @@ struct FakeState {
     slow_delete: bool,
     removed: Vec<InstanceRef>,
     snapshots: u32,
+    deadlines: Vec<(InstanceId, u64)>,
 }
 
 impl FakeRuntime {
@@ -155,6 +156,11 @@ impl FakeRuntime {
 
     pub fn snapshots(&self) -> u32 {
         self.state.lock().unwrap().snapshots
+    }
+
+    /// Every `set_deadline` call, in order.
+    pub fn deadlines(&self) -> Vec<(InstanceId, u64)> {
+        self.state.lock().unwrap().deadlines.clone()
     }
 }
 
@@ -220,5 +226,14 @@ impl InstanceRuntime for FakeRuntime {
 
     async fn logs(&self, _id: &InstanceRef, _tail: u32) -> RuntimeResult<String> {
         Err(RuntimeError::NotFound)
+    }
+
+    async fn set_deadline(&self, id: &InstanceRef, ends_at_ms: u64) -> RuntimeResult<()> {
+        let mut state = self.state.lock().unwrap();
+        if !state.instances.contains_key(&id.instance) {
+            return Err(RuntimeError::NotFound);
+        }
+        state.deadlines.push((id.instance, ends_at_ms));
+        Ok(())
     }
 }
