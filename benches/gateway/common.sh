@@ -117,11 +117,16 @@ build_fctf() {
         (cd "$ROOT" && cargo build --release --quiet -p fctf -p fctf-benches --bin fctf \
             --bin gw_seed --bin gw_tcp_load) || die "cargo build failed"
     fi
-    FCTF=$TARGET_DIR/release/fctf
-    GW_SEED=$TARGET_DIR/release/gw_seed
-    GW_TCP_LOAD=$TARGET_DIR/release/gw_tcp_load
+    # Overrides (none named FCTF_*: `fctf` reads FCTF_* variables as config): MINT_BIN (the fctf
+    # binary), GW_SEED_BIN, GW_TCP_LOAD_BIN, and GATEWAY_BIN, run as `GATEWAY_BIN -c conf`
+    # instead of `fctf gateway -c conf` (e.g. `cargo build --release -p fctf-gateway --example
+    # gateway`, which builds without the other roles).
+    FCTF=${MINT_BIN:-$TARGET_DIR/release/fctf}
+    GW_SEED=${GW_SEED_BIN:-$TARGET_DIR/release/gw_seed}
+    GW_TCP_LOAD=${GW_TCP_LOAD_BIN:-$TARGET_DIR/release/gw_tcp_load}
+    if [[ -n ${GATEWAY_BIN:-} ]]; then GATEWAY_CMD=("$GATEWAY_BIN"); else GATEWAY_CMD=("$FCTF" gateway); fi
     local bin
-    for bin in "$FCTF" "$GW_SEED" "$GW_TCP_LOAD"; do
+    for bin in "$FCTF" "$GW_SEED" "${GATEWAY_CMD[0]}"; do
         [[ -x $bin ]] || die "no $bin (BUILD=0 needs it built)"
     done
 }

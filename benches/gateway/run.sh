@@ -223,7 +223,7 @@ start_servers() {
             die "seeding the deployment record failed"
         if [[ $name == gw-on ]]; then http=$GW_ON_HTTP admin=$GW_ON_ADMIN; else http=$GW_OFF_HTTP admin=$GW_OFF_ADMIN; fi
         # SIGINT: Pingora's fast shutdown (SIGTERM would drain for the grace period).
-        start "$name" "$PROXY_CPU" INT "$FCTF" gateway -c "$WORK/$name.toml"
+        start "$name" "$PROXY_CPU" INT "${GATEWAY_CMD[@]}" -c "$WORK/$name.toml"
         wait_port "$http" "$STARTED_PID" || die "$name did not start ($WORK/$name.log)"
         URL[$name]=http://127.0.0.1:$http/
         CPU_PIDS_OF[$name]=$STARTED_PID

@@ -151,7 +151,7 @@ start_servers() {
     taskset -c "$LOAD_CPU" "$GW_SEED" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
         --key-prefix "fctfbench:tcp:" --team "$TEAM" --challenge "$CHALLENGE" \
         --instance "$instance" --route "127.0.0.1:$BACKEND_PORT" >>"$WORK/seed.log" || die "seeding failed"
-    start gw "$PROXY_CPU" INT "$FCTF" gateway -c "$WORK/gw.toml"
+    start gw "$PROXY_CPU" INT "${GATEWAY_CMD[@]}" -c "$WORK/gw.toml"
     wait_port "$GW_TCP" "$STARTED_PID" || die "gateway did not start ($WORK/gw.log)"
     ADDR[gw]=127.0.0.1:$GW_TCP
     PROXY_PID[gw]=$STARTED_PID
@@ -251,6 +251,7 @@ main() {
     ulimit -n 65536 2>/dev/null || log "warning: could not raise the open-file limit ($(ulimit -n))"
     install_tools
     build_fctf
+    [[ -x $GW_TCP_LOAD ]] || die "no $GW_TCP_LOAD (BUILD=0 needs it built)"
     write_configs
     start_servers
     : >"$RESULTS"

@@ -4,7 +4,9 @@
 //!
 //! 1. [`Admission::verify`]: the token is authentic and valid (no store involved: a token check
 //!    never fails because Redis is down). Verified tokens are cached until their `exp`, keyed by
-//!    [`keys::digest`] of the token, so a cache hit costs one SHA-256 and no HMAC or JSON work.
+//!    the token itself: a hit costs the cache's keyed hash of the token and one comparison, no
+//!    SHA-256, HMAC or JSON work and no allocation. [`keys::digest`] (the token's name in store
+//!    keys) is computed once, on a miss, and kept in the [`Grant`].
 //! 2. [`Admission::check_live`]: the token's instance is still the Running one of its (team,
 //!    challenge); the store's answer is cached briefly (`gateway.route_cache_ms`), so a stopped or
 //!    replaced instance is unreachable at most that long after. [`Admission::await_live`] waits
@@ -14,9 +16,12 @@
 //!    fail-closed mode); every fallback is counted.
 //!
 //! Buckets with a burst of 20 or more spend tokens pre-allocated in batches ([`crate::budget`]),
-//! so most requests pay no store round trip.
+//! so most requests pay no store round trip. The HTTP buckets are named by a [`Bucket`] value,
+//! whose store name (a `String`) is built only when the store is asked, once per batch.
 
-use std::net::IpAddr;
+use std::borrow::Cow;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -29,6 +34,11 @@ use moka::ops::compute::Op;
 
 use crate::budget::{self, LocalBudget, Spend};
 use crate::routing::{RouteError, Routing, Upstream};
+
+/// The hasher of the per-request caches: seeded at random per process (a player cannot aim
+/// collisions), and several times cheaper than the default SipHash on a token of a few hundred
+/// bytes.
+type Hasher = foldhash::fast::RandomState;
 
 /// Most verified tokens kept at once. Only authentic tokens enter, so a flood of forged ones
 /// cannot evict the real ones; each entry is well under 1 KiB.
@@ -71,7 +81,10 @@ pub struct Grant {
     /// The upstream the route names (not yet resolved when it is a host name).
     pub upstream: Upstream,
     /// [`keys::digest`] of the token: the token's name in store keys and logs.
-    pub digest: String,
+    pub digest: Arc<str>,
+    /// The upstream connection pool of the token's instance (a hash of its id): pooled
+    /// connections are per instance, so a replaced instance never gets the old ones.
+    pub pool_key: u64,
 }
 
 impl Grant {
@@ -212,10 +225,12 @@ pub struct Admission {
     verifier: Verifier,
     settings: AdmissionSettings,
     store: Arc<dyn StateStore>,
-    grants: moka::sync::Cache<String, Arc<Grant>>,
-    liveness: Option<moka::sync::Cache<(TeamId, ChallengeId), Live>>,
+    /// Keyed by the token itself (the cache hashes it with a per-process random key and
+    /// compares it whole on a hit).
+    grants: moka::sync::Cache<Box<str>, Arc<Grant>, Hasher>,
+    liveness: Option<moka::sync::Cache<(TeamId, ChallengeId), Live, Hasher>>,
     local: LocalLimits,
-    budgets: moka::sync::Cache<String, Arc<parking_lot::Mutex<LocalBudget>>>,
+    budgets: moka::sync::Cache<Bucket, Arc<parking_lot::Mutex<LocalBudget>>, Hasher>,
     counters: AdmissionCounters,
 }
 
@@ -229,12 +244,12 @@ impl Admission {
         let grants = moka::sync::Cache::builder()
             .max_capacity(GRANT_CACHE_CAPACITY)
             .expire_after(UntilExpiry)
-            .build();
+            .build_with_hasher(Hasher::default());
         let liveness = (!settings.route_cache.is_zero()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(LIVENESS_CACHE_CAPACITY)
                 .expire_after(LiveFor(settings.route_cache))
-                .build()
+                .build_with_hasher(Hasher::default())
         });
         Admission {
             verifier,
@@ -247,7 +262,7 @@ impl Admission {
                 .max_capacity(LOCAL_BUCKETS_CAPACITY)
                 // Held tokens lapse within a second anyway.
                 .time_to_idle(Duration::from_secs(10))
-                .build(),
+                .build_with_hasher(Hasher::default()),
             counters: AdmissionCounters::default(),
         }
     }
@@ -288,8 +303,7 @@ impl Admission {
             self.count_refusal(&refusal);
             return Err(refusal);
         }
-        let digest = keys::digest(token.as_bytes());
-        if let Some(grant) = self.grants.get(&digest) {
+        if let Some(grant) = self.grants.get(token) {
             // Past `exp`, only the verifier knows the skew rules: ask it again.
             if now_unix <= grant.claims.exp {
                 self.counters
@@ -314,14 +328,21 @@ impl Admission {
                 self.count_refusal(&Refusal::BadRoute);
                 Refusal::BadRoute
             })?;
+        let pool_key = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            claims.instance.hash(&mut hasher);
+            hasher.finish()
+        };
         let grant = Arc::new(Grant {
             claims,
             upstream,
-            digest: digest.clone(),
+            digest: keys::digest(token.as_bytes()).into(),
+            pool_key,
         });
         // Tokens in their skew margin past `exp` are not cached: every use re-verifies them.
         if now_unix <= grant.claims.exp {
-            self.grants.insert(digest, Arc::clone(&grant));
+            self.grants.insert(token.into(), Arc::clone(&grant));
         }
         Ok(grant)
     }
@@ -429,20 +450,26 @@ impl Admission {
     /// ([`crate::budget`]): one store call per batch. Smaller ones ask the store every time,
     /// which also gives an exact `Retry-After`.
     pub async fn limit(&self, name: &str, limit: RateLimit) -> Result<(), Refusal> {
+        self.limit_bucket(&Bucket::Named(name.into()), limit).await
+    }
+
+    /// [`Self::limit`] for a [`Bucket`]: no `String` is built unless the store is asked.
+    pub async fn limit_bucket(&self, bucket: &Bucket, limit: RateLimit) -> Result<(), Refusal> {
         let batch = budget::batch_size(limit);
         if batch <= 1 {
             self.counters
                 .limit_store_calls
                 .fetch_add(1, Ordering::Relaxed);
-            return match self.store.rate_limit(name, limit, 1).await {
+            let name = bucket.name();
+            return match self.store.rate_limit(&name, limit, 1).await {
                 Ok(decision) if decision.allowed => Ok(()),
                 Ok(decision) => Err(Refusal::Limited {
                     retry_after: decision.retry_after,
                 }),
-                Err(error) => self.limit_without_store(name, limit, &error),
+                Err(error) => self.limit_without_store(&name, limit, &error),
             };
         }
-        let held = self.budgets.get_with_by_ref(name, || {
+        let held = self.budgets.get_with_by_ref(bucket, || {
             Arc::new(parking_lot::Mutex::new(LocalBudget::default()))
         });
         let take = {
@@ -456,7 +483,8 @@ impl Admission {
         self.counters
             .limit_store_calls
             .fetch_add(1, Ordering::Relaxed);
-        match self.store.rate_take(name, limit, take).await {
+        let name = bucket.name();
+        match self.store.rate_take(&name, limit, take).await {
             Ok(taken) => {
                 if held.lock().refilled(taken, limit, Instant::now()) {
                     Ok(())
@@ -466,7 +494,7 @@ impl Admission {
                     })
                 }
             }
-            Err(error) => self.limit_without_store(name, limit, &error),
+            Err(error) => self.limit_without_store(&name, limit, &error),
         }
     }
 
@@ -553,8 +581,13 @@ impl moka::Expiry<(TeamId, ChallengeId), Live> for LiveFor {
 /// Grants expire from the cache when their token does.
 struct UntilExpiry;
 
-impl moka::Expiry<String, Arc<Grant>> for UntilExpiry {
-    fn expire_after_create(&self, _: &String, grant: &Arc<Grant>, _: Instant) -> Option<Duration> {
+impl moka::Expiry<Box<str>, Arc<Grant>> for UntilExpiry {
+    fn expire_after_create(
+        &self,
+        _: &Box<str>,
+        grant: &Arc<Grant>,
+        _: Instant,
+    ) -> Option<Duration> {
         let now = fctf_core::clock::unix_now_secs();
         Some(Duration::from_secs(grant.secs_left(now)))
     }
@@ -602,19 +635,70 @@ impl LocalLimits {
     }
 }
 
+/// A rate-limit bucket. The HTTP ones are values (cheap to hash and compare), so the hot path
+/// builds no `String`; [`Bucket::name`] is the store's name for it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Bucket {
+    /// Any store rate-limit name.
+    Named(Arc<str>),
+    /// HTTP requests of one client: `gw:http:ip:{client}`.
+    HttpIp(ClientKey),
+    /// HTTP requests of one token (its [`Grant::digest`]) from one client:
+    /// `gw:http:tip:{digest}:{client}`.
+    HttpTokenIp(Arc<str>, ClientKey),
+}
+
+impl Bucket {
+    /// The store's name of this bucket (never a raw token: the digest stands for it).
+    pub fn name(&self) -> Cow<'_, str> {
+        match self {
+            Bucket::Named(name) => Cow::Borrowed(name),
+            Bucket::HttpIp(client) => Cow::Owned(format!("gw:http:ip:{client}")),
+            Bucket::HttpTokenIp(digest, client) => {
+                Cow::Owned(format!("gw:http:tip:{digest}:{client}"))
+            }
+        }
+    }
+}
+
 /// The part of a client address that limits count against: an IPv4 address, or the /64 of an
 /// IPv6 one (one subscriber usually holds a whole /64). IPv4-mapped IPv6 counts as IPv4.
-pub fn client_key(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.to_string(),
-            None => {
-                let s = v6.segments();
-                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
-            }
-        },
+/// Displays as [`client_key`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    /// An IPv4 client.
+    V4(Ipv4Addr),
+    /// The first four 16-bit groups of an IPv6 client.
+    V6([u16; 4]),
+}
+
+impl From<IpAddr> for ClientKey {
+    fn from(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => ClientKey::V4(v4),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => ClientKey::V4(v4),
+                None => {
+                    let s = v6.segments();
+                    ClientKey::V6([s[0], s[1], s[2], s[3]])
+                }
+            },
+        }
     }
+}
+
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientKey::V4(v4) => v4.fmt(f),
+            ClientKey::V6(s) => write!(f, "{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3]),
+        }
+    }
+}
+
+/// [`ClientKey`] of `ip` as text: the name limits and leases count a client under.
+pub fn client_key(ip: IpAddr) -> String {
+    ClientKey::from(ip).to_string()
 }
 
 #[cfg(test)]
@@ -680,7 +764,7 @@ mod tests {
             grant.upstream,
             Upstream::Addr("127.0.0.1:9".parse().unwrap())
         );
-        assert_eq!(grant.digest, keys::digest(token.as_bytes()));
+        assert_eq!(*grant.digest, keys::digest(token.as_bytes()));
         assert_eq!(adm.verify(&token, NOW).unwrap(), grant);
         assert_eq!(adm.counters().token_cache_hits.load(Ordering::Relaxed), 1);
         // Past exp, the cache does not answer: the verifier applies its skew.
@@ -898,6 +982,23 @@ mod tests {
         };
         assert!(retry_after > Duration::from_secs(90));
         assert!(local.check("y", limit).is_ok());
+    }
+
+    #[test]
+    fn bucket_names_are_the_store_names_of_before() {
+        let v4 = ClientKey::from("10.0.0.1".parse::<IpAddr>().unwrap());
+        let v6 = ClientKey::from("2001:db8:1:2:aa::1".parse::<IpAddr>().unwrap());
+        assert_eq!(Bucket::HttpIp(v4).name(), "gw:http:ip:10.0.0.1");
+        assert_eq!(Bucket::HttpIp(v6).name(), "gw:http:ip:2001:db8:1:2::/64");
+        assert_eq!(
+            Bucket::HttpTokenIp("d1g".into(), v4).name(),
+            "gw:http:tip:d1g:10.0.0.1"
+        );
+        assert_eq!(Bucket::Named("x:y".into()).name(), "x:y");
+        assert_eq!(
+            ClientKey::from("::ffff:10.0.0.1".parse::<IpAddr>().unwrap()),
+            v4
+        );
     }
 
     #[test]

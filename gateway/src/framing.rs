@@ -63,11 +63,7 @@ pub fn check(
         if raw.len() > MAX_HEADER_BYTES {
             return Err(FramingError::HeaderTooLarge);
         }
-        if raw
-            .iter()
-            .enumerate()
-            .any(|(i, b)| *b == b'\n' && (i == 0 || raw[i - 1] != b'\r'))
-        {
+        if memchr::memchr_iter(b'\n', raw).any(|i| i == 0 || raw[i - 1] != b'\r') {
             return Err(FramingError::BareLf);
         }
     }

@@ -14,7 +14,7 @@
 //! Every early answer closes the connection: a body the client sent with a refused request is
 //! never read, so it can never be parsed as a second request (TEST-PLAN T06).
 
-use std::hash::{Hash, Hasher};
+use std::borrow::Cow;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use bytes::Bytes;
 use fctf_core::store::RateLimit;
-use http::header;
+use http::{HeaderValue, header};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::modules::http::HttpModules;
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
@@ -32,7 +32,7 @@ use pingora::{Error, ErrorSource, ErrorType};
 
 use crate::access;
 use crate::admin::Histogram;
-use crate::admission::{Admission, Grant, Refusal, client_key};
+use crate::admission::{Admission, Bucket, ClientKey, Grant, Refusal};
 use crate::client::TrustedProxies;
 use crate::cookie;
 use crate::framing;
@@ -42,6 +42,12 @@ use crate::resolve::Resolver;
 
 /// The header that lists the client and the proxies on the way.
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The same name, parsed once: looking a header up by a `&str` parses the name every time.
+static X_FORWARDED_FOR_NAME: header::HeaderName = header::HeaderName::from_static(X_FORWARDED_FOR);
+
+/// The header that tells the instance whether the client used TLS.
+const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 
 /// Most of our cookies tried against an instance host before the request is refused: bounds
 /// the verification work a request full of cookies can cause.
@@ -212,10 +218,10 @@ impl HttpGateway {
         if let Err(refusal) = self.admission.await_live(&grant).await {
             return Some(EarlyAnswer::refusal(refusal));
         }
-        let ip_name = format!("gw:http:ip:{}", client_key(client));
+        let ip_bucket = Bucket::HttpIp(ClientKey::from(client));
         if let Err(refusal) = self
             .admission
-            .limit(&ip_name, self.settings.limits.ip)
+            .limit_bucket(&ip_bucket, self.settings.limits.ip)
             .await
         {
             self.count_limit(0, &refusal);
@@ -236,10 +242,10 @@ impl HttpGateway {
     }
 
     async fn limit_token_ip(&self, grant: &Grant, client: IpAddr) -> Result<(), Refusal> {
-        let name = format!("gw:http:tip:{}:{}", grant.digest, client_key(client));
+        let bucket = Bucket::HttpTokenIp(grant.digest.clone(), ClientKey::from(client));
         let limited = self
             .admission
-            .limit(&name, self.settings.limits.token_ip)
+            .limit_bucket(&bucket, self.settings.limits.token_ip)
             .await;
         if let Err(refusal) = &limited {
             self.count_limit(1, refusal);
@@ -279,6 +285,39 @@ impl HttpGateway {
         }
         Err(refused.unwrap_or(Refusal::MissingToken))
     }
+}
+
+/// The `Cookie` header values to send upstream when the gateway's cookie has to be removed from
+/// `headers` (`None`: nothing to remove, the headers stay as they are). Values without ours are
+/// kept as they are (no copy); an emptied one is dropped.
+fn stripped_cookies(headers: &http::HeaderMap) -> Option<Vec<HeaderValue>> {
+    let mut kept: Option<Vec<HeaderValue>> = None;
+    for (i, value) in headers.get_all(header::COOKIE).iter().enumerate() {
+        match cookie::strip_ours(value.as_bytes()) {
+            Some(Cow::Borrowed(_)) => {
+                if let Some(kept) = &mut kept {
+                    kept.push(value.clone());
+                }
+            }
+            stripped => {
+                let kept = kept.get_or_insert_with(|| {
+                    headers
+                        .get_all(header::COOKIE)
+                        .iter()
+                        .take(i)
+                        .cloned()
+                        .collect()
+                });
+                if let Some(Cow::Owned(bytes)) = stripped {
+                    // Made of a valid value's bytes, so always valid.
+                    if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(bytes)) {
+                        kept.push(value);
+                    }
+                }
+            }
+        }
+    }
+    kept
 }
 
 /// The host a request names: its `Host` header, or the authority of an absolute-form target
@@ -413,7 +452,7 @@ impl ProxyHttp for HttpGateway {
             let forwarded_for = session
                 .req_header()
                 .headers
-                .get_all(X_FORWARDED_FOR)
+                .get_all(&X_FORWARDED_FOR_NAME)
                 .iter()
                 .map(|v| v.as_bytes());
             ctx.client = self
@@ -470,9 +509,7 @@ impl ProxyHttp for HttpGateway {
         ctx.upstream_started = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
         // Pooled connections are per instance: a replaced instance never gets the old ones.
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        grant.claims.instance.hash(&mut hasher);
-        peer.group_key = hasher.finish();
+        peer.group_key = grant.pool_key;
         peer.options.connection_timeout = Some(self.settings.connect_timeout);
         peer.options.total_connection_timeout = Some(self.settings.connect_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
@@ -490,15 +527,11 @@ impl ProxyHttp for HttpGateway {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        let kept: Vec<Vec<u8>> = upstream
-            .headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| cookie::strip_ours(v.as_bytes()).map(|c| c.into_owned()))
-            .collect();
-        upstream.remove_header(&header::COOKIE);
-        for value in kept {
-            upstream.append_header(header::COOKIE, value)?;
+        if let Some(kept) = stripped_cookies(&upstream.headers) {
+            upstream.remove_header(&header::COOKIE);
+            for value in kept {
+                upstream.append_header(header::COOKIE, value)?;
+            }
         }
         // Appended to only behind a trusted proxy: a client cannot choose the address the
         // challenge sees.
@@ -506,14 +539,14 @@ impl ProxyHttp for HttpGateway {
             ctx.peer,
             upstream
                 .headers
-                .get_all(X_FORWARDED_FOR)
+                .get_all(&X_FORWARDED_FOR_NAME)
                 .iter()
                 .map(|v| v.as_bytes()),
         );
         upstream.insert_header(X_FORWARDED_FOR, forwarded_for)?;
         upstream.insert_header(
-            "x-forwarded-proto",
-            if self.settings.tls { "https" } else { "http" },
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if self.settings.tls { "https" } else { "http" }),
         )?;
         Ok(())
     }
@@ -589,5 +622,43 @@ impl ProxyHttp for HttpGateway {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cookies(values: &[&'static str]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for value in values {
+            map.append(header::COOKIE, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    fn stripped(values: &[&'static str]) -> Option<Vec<String>> {
+        stripped_cookies(&cookies(values)).map(|kept| {
+            kept.iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn only_our_cookie_is_removed_and_headers_without_it_stay() {
+        assert_eq!(stripped(&[]), None);
+        assert_eq!(stripped(&["a=1; b=2"]), None);
+        assert_eq!(stripped(&["FCTF_Auth_Token=t"]), Some(vec![]));
+        assert_eq!(
+            stripped(&["a=1; FCTF_Auth_Token=t; b=2"]),
+            Some(vec!["a=1; b=2".to_owned()])
+        );
+        assert_eq!(
+            stripped(&["a=1", "FCTF_Auth_Token=t", "b=2"]),
+            Some(vec!["a=1".to_owned(), "b=2".to_owned()])
+        );
+        // A blank header is dropped, as an emptied one is.
+        assert_eq!(stripped(&["a=1", " "]), Some(vec!["a=1".to_owned()]));
     }
 }

@@ -6,6 +6,7 @@ mod caps;
 mod client;
 mod config;
 mod drain;
+mod front_proxy;
 mod hosts;
 mod http;
 mod leases;
