@@ -8,10 +8,18 @@
 //! - [`play`]: challenges, flags, hints, files, submissions, scoring, the scoreboard, tickets,
 //!   awards, notifications and instances (through [`DeploymentControl`]).
 //!
-//! [`router`] is the whole API; [`AppState`] is what its handlers share.
+//! [`router`] is the whole API as served (the OpenAPI document at [`openapi::PATH`], JSON
+//! answers for unknown routes and wrong methods, the per-IP limit, security headers and
+//! [`metrics`]); [`server::serve`] and [`server::run`] serve it with the admin listener;
+//! [`AppState`] is what its handlers share.
 
 pub mod accounts;
+pub mod metrics;
+pub mod openapi;
 pub mod play;
+pub mod server;
+
+pub use self::server::{run, serve};
 
 use std::sync::Arc;
 
@@ -43,6 +51,8 @@ pub struct AppInner {
     pub accounts: accounts::AccountsState,
     /// State owned by [`play`] (scoreboard snapshot, caches).
     pub play: play::PlayState,
+    /// The counters the admin listener's `/metrics` renders.
+    pub metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -63,6 +73,7 @@ impl AppState {
                 deployment,
                 accounts,
                 play,
+                metrics: metrics::Metrics::default(),
             }),
         })
     }
@@ -76,10 +87,12 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The whole Contestant Service API (players and admins).
+/// The whole Contestant Service API (players and admins), as served.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(accounts::router())
-        .merge(play::router())
-        .with_state(state)
+    server::finish(
+        Router::new()
+            .merge(accounts::router())
+            .merge(play::router()),
+        state,
+    )
 }

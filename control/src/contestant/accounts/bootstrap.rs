@@ -53,7 +53,10 @@ pub async fn ensure_player(state: &AppState, name: &str, team: &str) -> Result<A
         .try_get::<Option<i64>, _>("team_id")
         .map_err(|e| ApiError::internal(&e))?;
     if in_team.is_none() {
-        match records::team_by_name(&state.db, team).await.map_err(db_error)? {
+        match records::team_by_name(&state.db, team)
+            .await
+            .map_err(db_error)?
+        {
             Some(team_id) => records::join_team(&state.db, account.user_id, team_id, u32::MAX)
                 .await
                 .map_err(|e| team_error(&e))?,

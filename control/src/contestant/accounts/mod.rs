@@ -16,6 +16,7 @@ mod caller;
 mod configs;
 pub mod json;
 pub mod limits;
+pub mod openapi;
 pub mod passwords;
 pub mod principal;
 mod records;

@@ -4,8 +4,9 @@
 //! Writing it is best effort: an entry that cannot be written is logged, never turned into an
 //! error for an action that already happened.
 
+use crate::contestant::accounts::Query;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use fctf_core::db::Database;

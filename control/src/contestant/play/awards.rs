@@ -1,8 +1,9 @@
 //! Awards (CTFd's `/api/v1/awards`), notifications (`/api/v1/notifications`) and the admins'
 //! view of flag-sharing events (`/api/v1/cheats`).
 
+use crate::contestant::accounts::{Path, Query};
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get};
 use serde::Deserialize;

@@ -9,8 +9,9 @@
 
 use std::collections::HashMap;
 
+use crate::contestant::accounts::Path;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};

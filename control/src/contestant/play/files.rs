@@ -9,8 +9,9 @@
 use std::path::{Component, Path as FsPath, PathBuf};
 use std::time::Duration;
 
+use crate::contestant::accounts::{Path, Query};
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};

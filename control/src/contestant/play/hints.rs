@@ -3,8 +3,9 @@
 //! database's unique key on (team, type, target) as the last guard: the unlock row and the
 //! award are written in one transaction, so a refused unlock charges nothing.
 
+use crate::contestant::accounts::{Path, Query};
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;

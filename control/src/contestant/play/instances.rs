@@ -6,8 +6,9 @@
 
 use std::collections::BTreeMap;
 
+use crate::contestant::accounts::{Path, Query};
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{delete, get, post};
 use fctf_core::ids::{ChallengeId, TeamId};

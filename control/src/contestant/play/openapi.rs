@@ -4,18 +4,32 @@
 
 use serde_json::{Map, Value, json};
 
-/// One documented operation.
-struct Op {
-    method: &'static str,
-    path: &'static str,
-    summary: &'static str,
+/// One documented operation (also used by the accounts part, [`render`]ed the same way).
+pub(crate) struct Op {
+    pub(crate) method: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) summary: &'static str,
     /// `player`, `admin` or `public`.
-    who: &'static str,
-    body: Option<Value>,
-    query: &'static [&'static str],
+    pub(crate) who: &'static str,
+    pub(crate) body: Option<Value>,
+    pub(crate) query: &'static [&'static str],
 }
 
-const fn op(
+impl Op {
+    /// With a JSON request body of `schema`.
+    pub(crate) fn with(mut self, schema: Value) -> Self {
+        self.body = Some(schema);
+        self
+    }
+
+    /// With these optional query parameters.
+    pub(crate) fn query(mut self, names: &'static [&'static str]) -> Self {
+        self.query = names;
+        self
+    }
+}
+
+pub(crate) const fn op(
     method: &'static str,
     path: &'static str,
     summary: &'static str,
@@ -31,7 +45,7 @@ const fn op(
     }
 }
 
-fn object(required: &[&str], props: Value) -> Value {
+pub(crate) fn object(required: &[&str], props: Value) -> Value {
     json!({"type": "object", "required": required, "properties": props})
 }
 
@@ -109,6 +123,12 @@ fn ops() -> Vec<Op> {
             "get",
             "/api/v1/challenges/{id}/flags",
             "A challenge's flags",
+            "admin",
+        ),
+        op(
+            "get",
+            "/api/v1/challenges/{id}/{part}",
+            "What hangs off a challenge (`part`: tags, topics, hints, files, requirements), as ctfcli reads it",
             "admin",
         ),
         with(
@@ -335,14 +355,28 @@ fn ops() -> Vec<Op> {
 
 /// The path items of the play routes.
 pub fn paths() -> Value {
+    let mut paths = render(ops());
+    // CTFtime reads its own format, not CTFd's envelope.
+    paths["/api/v1/ctftime"]["get"]["responses"]["200"] = json!({
+        "description": "CTFtime's scoreboard feed format",
+        "content": {"application/json": {"schema": {"type": "object", "required": ["standings"], "properties": {
+            "standings": {"type": "array", "items": {"type": "object", "required": ["pos", "team", "score"], "properties": {
+                "pos": {"type": "integer"}, "team": {"type": "string"}, "score": {"type": "integer"}}}}}}}},
+    });
+    paths
+}
+
+/// Path items of `ops`: every answer is the envelope or the error shape; path parameters are
+/// positive integers except the named strings.
+pub(crate) fn render(ops: Vec<Op>) -> Value {
     let mut paths = Map::new();
-    for o in ops() {
+    for o in ops {
         let mut parameters: Vec<Value> = o
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| {
-                let schema = if name == "location" {
+                let schema = if matches!(name, "location" | "key" | "part") {
                     json!({"type": "string"})
                 } else {
                     json!({"type": "integer", "minimum": 1})

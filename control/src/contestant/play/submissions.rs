@@ -8,8 +8,9 @@
 
 use std::time::Duration;
 
+use crate::contestant::accounts::Query;
 use axum::Router;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use fctf_core::ids::{ChallengeId, TeamId};
@@ -36,9 +37,13 @@ struct Attempt {
     submission: String,
 }
 
-/// The answer's `status`.
-fn answer(status: &str, message: impl Into<String>) -> Response {
-    ok(json!({"status": status, "message": message.into()}))
+/// The answer's `status` (also counted in the service's metrics, through a response extension).
+fn answer(status: &'static str, message: impl Into<String>) -> Response {
+    let mut response = ok(json!({"status": status, "message": message.into()}));
+    response
+        .extensions_mut()
+        .insert(crate::contestant::metrics::SubmissionOutcome(status));
+    response
 }
 
 fn already_solved() -> Response {

@@ -39,8 +39,9 @@ pub fn is_near_duplicate<'a>(
 
 // ---- routes: `/api/v1/tickets` (open, list, read, close) ----
 
+use crate::contestant::accounts::Path;
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
