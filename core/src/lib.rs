@@ -16,6 +16,7 @@
 //! - [`db`]: the database schema (MariaDB or SQLite), its migrations and the instance tracking
 //!   rows.
 
+pub mod builds;
 pub mod clock;
 pub mod config;
 pub mod db;

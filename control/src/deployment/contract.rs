@@ -140,6 +140,15 @@ pub mod paths {
     pub const LOGS: &str = "/v1/instances/logs";
     /// Body [`WorkflowCallback`](super::WorkflowCallback), answer `InstanceStatus`.
     pub const WORKFLOW_CALLBACK: &str = "/v1/workflows/callback";
+    /// Body [`BuildRequest`](super::BuildRequest), answer [`BuildRef`](super::BuildRef): submits
+    /// an image build (`up-challenge-template`).
+    pub const BUILD: &str = "/v1/builds";
+    /// Body [`WorkflowRequest`](super::WorkflowRequest), answer
+    /// [`WorkflowStatus`](super::WorkflowStatus).
+    pub const WORKFLOW_STATUS: &str = "/v1/workflows/status";
+    /// Body [`BuildLogsRequest`](super::BuildLogsRequest), answer
+    /// [`LogsResponse`](super::LogsResponse): the build step's output.
+    pub const BUILD_LOGS: &str = "/v1/builds/logs";
 }
 
 /// Body of [`paths::LIST`].
@@ -198,4 +207,22 @@ pub struct WorkflowCallback {
     /// Argo's message for a failed workflow, if any.
     #[serde(default)]
     pub message: Option<String>,
+}
+
+// ---- image builds (admin; answered only when the Deployment Center has an image builder) ----
+
+pub use fctf_core::builds::{BuildRef, BuildRequest, WorkflowNode, WorkflowStatus};
+
+/// Body of [`paths::WORKFLOW_STATUS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkflowRequest {
+    /// The workflow's name (a [`BuildRef::workflow`], or a deployment workflow's).
+    pub workflow: String,
+}
+
+/// Body of [`paths::BUILD_LOGS`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuildLogsRequest {
+    pub workflow: String,
+    pub tail: u32,
 }

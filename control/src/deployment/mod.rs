@@ -13,6 +13,8 @@
 //! - [`client`]: [`DeploymentClient`], the same trait over signed HTTP, for the Contestant
 //!   Service when the Deployment Center is its own process.
 //! - [`metrics`]: the counters of `/metrics`.
+//! - [`builds`]: the image-build and workflow-status routes, served through an optional
+//!   [`ImageBuilder`] (Argo's `up-challenge-template`); 503 without one.
 //!
 //! Start: quota reservation and provisional record (one atomic store call, with the provisional
 //! TTL) → start job published (persistent, confirmed, expiring with the same TTL). A refused
@@ -21,6 +23,7 @@
 //! is durable, so a stop whose job could not be published is still carried out by the
 //! Deployment Listener.
 
+pub mod builds;
 pub mod center;
 pub mod client;
 pub mod contract;
@@ -33,6 +36,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fctf_core::builds::ImageBuilder;
 use fctf_core::clock;
 use fctf_core::config::Config;
 use fctf_core::queue::JobQueue;
@@ -46,7 +50,7 @@ pub use self::center::{
     extension_counter,
 };
 pub use self::client::{ClientError, DeploymentClient};
-pub use self::routes::{router, serve};
+pub use self::routes::{router, router_with_builder, serve, serve_with_builder};
 
 /// The Deployment Center's clock: signature windows, lifetimes, extensions and token times are
 /// taken from it (the store keeps its own clock for TTLs).
@@ -123,6 +127,19 @@ pub async fn run(
     runtime: Option<Arc<dyn InstanceRuntime>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    run_with_builder(config, store, queue, runtime, None, shutdown).await
+}
+
+/// [`run`] with the image-build routes served by `builder` (the `fctf` binary passes the Argo
+/// builder when `[runtime].kind = "argo"`; without one those routes answer 503).
+pub async fn run_with_builder(
+    config: &Config,
+    store: Arc<dyn StateStore>,
+    queue: Arc<dyn JobQueue>,
+    runtime: Option<Arc<dyn InstanceRuntime>>,
+    builder: Option<Arc<dyn ImageBuilder>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
     let center = DeploymentCenter::from_config(config, store, queue, runtime)?;
     let address = config.deployment.listen.clone();
     let listener = tokio::net::TcpListener::bind(&address)
@@ -132,7 +149,7 @@ pub async fn run(
             source,
         })?;
     tracing::info!(%address, "deployment center listening");
-    serve(listener, Arc::new(center), shutdown)
+    serve_with_builder(listener, Arc::new(center), builder, shutdown)
         .await
         .map_err(RunError::Serve)
 }

@@ -1,6 +1,7 @@
 //! The Deployment Center over HTTP: every instance route is `POST` with a JSON body (the
 //! [`contract`](super::contract) types) and a `[signing]` signature over the exact request bytes
-//! (timestamp window and single-use nonce), the workflow callback included. `/healthz`,
+//! (timestamp window and single-use nonce), the workflow callback and the image-build routes
+//! included. `/healthz`,
 //! `/readyz` and `/metrics` are unsigned (keep the listener on a private network).
 
 use std::future::Future;
@@ -14,6 +15,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use fctf_core::builds::ImageBuilder;
 use fctf_core::signing::{self, SignatureError, SignedHeaders};
 use serde::de::DeserializeOwned;
 
@@ -30,8 +32,14 @@ pub const MAX_BODY_BYTES: usize = 128 * 1024;
 
 type Center = Arc<DeploymentCenter>;
 
-/// The whole HTTP API of `center`.
+/// The whole HTTP API of `center`, without an image builder (the build routes answer 503).
 pub fn router(center: Center) -> Router {
+    router_with_builder(center, None)
+}
+
+/// The whole HTTP API of `center`, the build routes served by `builder`
+/// ([`builds`](super::builds)).
+pub fn router_with_builder(center: Center, builder: Option<Arc<dyn ImageBuilder>>) -> Router {
     let signed = Router::new()
         .route(paths::START, post(start))
         .route(paths::STOP, post(stop))
@@ -41,6 +49,7 @@ pub fn router(center: Center) -> Router {
         .route(paths::LIST, post(list))
         .route(paths::LOGS, post(logs))
         .route(paths::WORKFLOW_CALLBACK, post(workflow_callback))
+        .merge(super::builds::routes(builder))
         .route_layer(middleware::from_fn_with_state(
             Arc::clone(&center),
             authenticate,
@@ -65,7 +74,17 @@ pub async fn serve(
     center: Center,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(center))
+    serve_with_builder(listener, center, None, shutdown).await
+}
+
+/// [`serve`] with the build routes served by `builder`.
+pub async fn serve_with_builder(
+    listener: tokio::net::TcpListener,
+    center: Center,
+    builder: Option<Arc<dyn ImageBuilder>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router_with_builder(center, builder))
         .with_graceful_shutdown(shutdown)
         .await
 }

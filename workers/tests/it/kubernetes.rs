@@ -2,6 +2,7 @@
 //! [`fake_api`]), and checks of every manifest in deploy/.
 
 mod argo;
+mod builds;
 mod fake_api;
 mod manifests;
 mod runtime;
