@@ -1,0 +1,427 @@
+//! `pipeline_latency`: the control plane's share of "start request -> Running" on the local
+//! runtime, with many starts queued at once (issue 5's benchmark; goal p99 <= 50 ms).
+//!
+//! ```text
+//! pipeline_latency [--count 300] [--poll-ms 100] [--real]
+//! ```
+//!
+//! The Deployment Center, the Deployment Consumer and the Deployment Listener run in this
+//! process, on the in-process queue and store (or RabbitMQ + Redis + MariaDB with `--real`), over
+//! the local runtime. Each instance runs this same binary as a trivial TCP server
+//! (`pipeline_latency --serve`: bind `$HOST:$PORT`, accept forever). `--count` starts are sent
+//! at once; then, per instance:
+//!
+//! - `total` = Running written to the store (the record's `updated_at_ms`) - start request sent;
+//! - `process` = ready seen by the runtime - spawned (`Observed::phase_since_ms -
+//!   created_at_ms`): the process start itself, including the runtime's 100 ms readiness poll;
+//! - `control` = `total - process`: queueing, the consumer, the deploy call, the listener's
+//!   poll and pass, the store writes.
+//!
+//! `--poll-ms` is the listener's snapshot poll of the local runtime (`fctf up` uses 100).
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fctf_control::deployment::contract::{DeploymentControl, InstanceKey, StartRequest};
+use fctf_control::deployment::{CenterKeys, DeploymentCenter};
+use fctf_core::clock::unix_now_millis;
+use fctf_core::config::DeploymentConfig;
+use fctf_core::db::{Database, ScratchDatabase};
+use fctf_core::ids::{ChallengeId, InstanceId, TeamId};
+use fctf_core::queue::{AmqpQueue, DeploySpec, JobQueue, MemoryQueue, Topology};
+use fctf_core::runtime::{InstanceRuntime, Phase};
+use fctf_core::store::{DeploymentState, MemoryStore, RedisStore, StateStore};
+use fctf_workers::consumer::{self, ConsumerSettings};
+use fctf_workers::listener::poll::SnapshotPoller;
+use fctf_workers::listener::{ChangeFeed, FixedContestWindow, Listener, Rules};
+use fctf_workers::runtime::local::{LocalRuntime, LocalSettings};
+
+#[derive(Debug)]
+struct Args {
+    count: u32,
+    poll: Duration,
+    real: bool,
+}
+
+const USAGE: &str = "usage: pipeline_latency [--count N] [--poll-ms MS] [--real] | --serve";
+
+fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
+    let mut parsed = Args {
+        count: 300,
+        poll: Duration::from_millis(100),
+        real: false,
+    };
+    while let Some(flag) = args.next() {
+        let mut value = |name: &str| -> Result<u64, String> {
+            args.next()
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| format!("{name} needs a number\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--count" => {
+                parsed.count = u32::try_from(value("--count")?).map_err(|e| e.to_string())?;
+            }
+            "--poll-ms" => parsed.poll = Duration::from_millis(value("--poll-ms")?),
+            "--real" => parsed.real = true,
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
+        }
+    }
+    Ok(parsed)
+}
+
+/// The instance program: accept connections on `$HOST:$PORT` until killed.
+fn serve() -> ExitCode {
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
+    let Some(port) = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse::<u16>().ok())
+    else {
+        eprintln!("PORT is not set");
+        return ExitCode::FAILURE;
+    };
+    let listener = match std::net::TcpListener::bind((host.as_str(), port)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("bind {host}:{port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    for conn in listener.incoming() {
+        drop(conn);
+    }
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("--serve") {
+        return serve();
+    }
+    let args = match parse_args(args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(64);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tokio: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pipeline_latency: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `p`-th percentile (nearest rank) of sorted `values`.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn line(name: &str, mut values: Vec<u64>) -> String {
+    values.sort_unstable();
+    format!(
+        "{name:<28} p50 {:>6} ms  p99 {:>6} ms  max {:>6} ms",
+        percentile(&values, 50.0),
+        percentile(&values, 99.0),
+        values.last().copied().unwrap_or(0)
+    )
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn run(args: &Args) -> Result<(), BoxError> {
+    let unique = format!("fctf-bench:pipeline:{}:", InstanceId::new());
+    let dir = std::env::temp_dir().join(format!("fctf-pipeline-latency-{}", InstanceId::new()));
+    let topology = Topology {
+        exchange: format!("{unique}exchange"),
+        queue: format!("{unique}queue"),
+        dead_letter_exchange: format!("{unique}dlx"),
+        parked_queue: format!("{unique}parked"),
+        max_length: args.count.max(300),
+        ..Topology::default()
+    };
+    let (store, queue, db, scratch): (Arc<dyn StateStore>, Arc<dyn JobQueue>, Database, _) = if args
+        .real
+    {
+        let store =
+            RedisStore::connect("redis://127.0.0.1:6379", &unique, Duration::from_secs(5)).await?;
+        let queue = AmqpQueue::connect(
+            "amqp://guest:guest@127.0.0.1:5672",
+            &topology,
+            Duration::from_secs(5),
+        )
+        .await?;
+        let scratch = ScratchDatabase::create("mysql://root@127.0.0.1:3306/test", 8).await?;
+        scratch.db.migrate().await?;
+        let db = scratch.db.clone();
+        (Arc::new(store), Arc::new(queue), db, Some(scratch))
+    } else {
+        let db = Database::connect("sqlite::memory:", 1).await?;
+        db.migrate().await?;
+        (
+            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryQueue::new(&topology)),
+            db,
+            None,
+        )
+    };
+    let local = LocalRuntime::open(
+        dir.join("state"),
+        LocalSettings {
+            stop_grace: Duration::from_millis(500),
+            ready_timeout: Duration::from_secs(60),
+            ..LocalSettings::default()
+        },
+    )
+    .await?;
+    let instance_runtime: Arc<dyn InstanceRuntime> = Arc::new(local.clone());
+    let center = Arc::new(DeploymentCenter::new(
+        store.clone(),
+        queue.clone(),
+        &DeploymentConfig::default(),
+        CenterKeys::ephemeral(),
+    ));
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let consumer = tokio::spawn(consumer::run(
+        queue.clone(),
+        store.clone(),
+        instance_runtime.clone(),
+        ConsumerSettings::default(),
+        stopped(stop_rx.clone()),
+    ));
+    let listener = Arc::new(Listener::new(
+        instance_runtime.clone(),
+        store.clone(),
+        db.clone(),
+        Arc::new(FixedContestWindow(None)),
+        Rules::default(),
+    ));
+    let feed: Arc<dyn ChangeFeed> =
+        Arc::new(SnapshotPoller::new(instance_runtime.clone(), args.poll));
+    let listener_metrics = listener.metrics();
+    let listening = tokio::spawn(listener.run(
+        Some(feed),
+        Duration::from_secs(30),
+        8,
+        stopped(stop_rx.clone()),
+    ));
+
+    let program = std::env::current_exe()?.to_string_lossy().into_owned();
+    let spec = DeploySpec {
+        challenge_name: "latency".to_owned(),
+        image: None,
+        command: Some(vec![program, "--serve".to_owned()]),
+        container_port: 80,
+        cpu_millicores: 100,
+        memory_mib: 64,
+        use_gvisor: false,
+        harden: false,
+        lifetime_secs: 3600,
+        env: BTreeMap::new(),
+    };
+    // The cost of one spawn (the local runtime's `deploy`, which runs one at a time): 20
+    // deploys straight on the runtime, one after the other, then removed.
+    let mut spawn_costs = Vec::new();
+    for i in 0..20 {
+        let id = fctf_core::runtime::InstanceRef {
+            team: TeamId(1_000_000 + i),
+            challenge: ChallengeId(1),
+            instance: InstanceId::new(),
+        };
+        let before = Instant::now();
+        local.deploy(&id, &spec, unix_now_millis()).await?;
+        spawn_costs.push(u64::try_from(before.elapsed().as_micros()).unwrap_or(u64::MAX));
+        local.remove(&id).await?;
+    }
+    spawn_costs.sort_unstable();
+
+    // 3 challenges per team, as a contest's teams start them.
+    let keys: Vec<InstanceKey> = (0..args.count)
+        .map(|i| InstanceKey {
+            team: TeamId(i64::from(i / 3) + 1),
+            challenge: ChallengeId(i64::from(i % 3) + 1),
+        })
+        .collect();
+    let began = Instant::now();
+    let mut starts = tokio::task::JoinSet::new();
+    for key in &keys {
+        let (center, request) = (
+            center.clone(),
+            StartRequest {
+                key: *key,
+                quota: 3,
+                spec: spec.clone(),
+                contest_ends_at_ms: None,
+            },
+        );
+        starts.spawn(async move {
+            let sent = unix_now_millis();
+            let answer = center.start(&request).await;
+            (request.key, sent, answer)
+        });
+    }
+    let mut sent_at = HashMap::new();
+    let mut instance_of = HashMap::new();
+    for (key, sent, answer) in starts.join_all().await {
+        let status = answer.map_err(|e| format!("start {key:?}: {e:?}"))?;
+        sent_at.insert(key, sent);
+        instance_of.insert(key, status.instance.ok_or("no instance id")?);
+    }
+    let queued_in = began.elapsed();
+
+    // Every record Running (bounded: 120 s).
+    let mut running_at = HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while running_at.len() < keys.len() {
+        for key in &keys {
+            if running_at.contains_key(key) {
+                continue;
+            }
+            if let Some(record) = store.get_deployment(key.team, key.challenge).await? {
+                match record.state {
+                    DeploymentState::Running => {
+                        running_at.insert(*key, record.updated_at_ms);
+                    }
+                    DeploymentState::Failed => {
+                        return Err(format!("{key:?} failed: {:?}", record.reason).into());
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {} of {} Running in 120 s",
+                running_at.len(),
+                keys.len()
+            )
+            .into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all_running_in = began.elapsed();
+
+    let observed: HashMap<_, _> = local
+        .snapshot()
+        .await?
+        .into_iter()
+        .map(|o| (o.id.instance, o))
+        .collect();
+    let (mut total, mut process, mut control, mut to_spawn, mut ready_to_running) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for key in &keys {
+        let o = observed
+            .get(&instance_of[key])
+            .ok_or_else(|| format!("{key:?}: no process"))?;
+        if o.phase != (Phase::Started { ready: true }) {
+            return Err(format!("{key:?}: {:?}", o.phase).into());
+        }
+        let sent = sent_at[key];
+        let running = running_at[key];
+        let t = running.saturating_sub(sent);
+        let p = o.phase_since_ms.saturating_sub(o.created_at_ms);
+        total.push(t);
+        process.push(p);
+        control.push(t.saturating_sub(p));
+        to_spawn.push(o.created_at_ms.saturating_sub(sent));
+        ready_to_running.push(running.saturating_sub(o.phase_since_ms));
+    }
+
+    println!(
+        "pipeline_latency: {} starts at once ({}; local runtime; listener poll {} ms)",
+        keys.len(),
+        if args.real {
+            "RabbitMQ + Redis + MariaDB"
+        } else {
+            "in-process queue and store, SQLite"
+        },
+        args.poll.as_millis()
+    );
+    println!(
+        "all accepted in {} ms; all Running in {} ms",
+        queued_in.as_millis(),
+        all_running_in.as_millis()
+    );
+    println!("{}", line("request -> Running (total)", total));
+    println!("{}", line("spawn -> ready (process)", process));
+    println!("{}", line("control plane (total-proc)", control.clone()));
+    println!("{}", line("  request -> spawn", to_spawn));
+    println!("{}", line("  ready seen -> Running", ready_to_running));
+    println!(
+        "one spawn (deploy call, alone) p50 {:.1} ms  max {:.1} ms: {} spawns in a row take ~{} ms",
+        percentile(&spawn_costs, 50.0) as f64 / 1000.0,
+        spawn_costs.last().copied().unwrap_or(0) as f64 / 1000.0,
+        keys.len(),
+        percentile(&spawn_costs, 50.0) * keys.len() as u64 / 1000
+    );
+    let m = listener_metrics.snapshot();
+    println!(
+        "listener: {} full passes, {} hint passes, {} hints ({} dropped), {} lost races",
+        m.passes_full, m.passes_instance, m.hints, m.hints_dropped, m.conflicts
+    );
+    control.sort_unstable();
+    let p99 = percentile(&control, 99.0);
+    println!(
+        "goal p99 <= 50 ms: {}",
+        if p99 <= 50 { "met" } else { "NOT met" }
+    );
+
+    for o in local.snapshot().await? {
+        let _ = local.remove(&o.id).await;
+    }
+    let _ = stop_tx.send(true);
+    let _ = consumer.await;
+    let _ = listening.await;
+    if let Some(scratch) = scratch {
+        scratch.drop_database().await?;
+        delete_topology(&topology).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Deletes the benchmark's queues and exchanges from the broker (`--real`).
+async fn delete_topology(topology: &Topology) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let url = format!("amqp://guest:guest@127.0.0.1:5672/{}", topology.vhost);
+    let Ok(connection) =
+        lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await
+    else {
+        return;
+    };
+    let Ok(channel) = connection.create_channel().await else {
+        return;
+    };
+    for queue in [&topology.queue, &topology.parked_queue] {
+        let _ = channel
+            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await;
+    }
+    for exchange in [&topology.exchange, &topology.dead_letter_exchange] {
+        let _ = channel
+            .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+            .await;
+    }
+    let _ = connection.close(200, "benchmark done".into()).await;
+}
