@@ -14,7 +14,7 @@ Exit codes:
   2   the command line could not be parsed
   64  invalid input: a config file with mistakes (each listed), unreadable or not TOML;
       a key file, argument or token input that cannot be used
-  69  the role is not built yet, or a service it needs (database, store, queue) is unreachable
+  69  a service the role needs (database, store, queue, runtime) is unreachable
   70  the role failed while running (for example a listener could not bind)
   74  output could not be written";
 
@@ -47,7 +47,8 @@ pub enum Command {
     /// SIGTERM drains, SIGINT stops at once, SIGQUIT hands the listeners to a new process.
     #[command(after_help = EXIT_CODES)]
     Gateway(RoleArgs),
-    /// Run the Contestant Service, the players' API [not built yet: issue 4].
+    /// Run the Contestant Service (players' and admins' API) until a signal.
+    #[command(after_help = EXIT_CODES)]
     Contestant(RoleArgs),
     /// Run the Deployment Center, the instance control API ([deployment].listen), until a signal.
     #[command(after_help = EXIT_CODES)]

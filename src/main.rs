@@ -47,7 +47,7 @@ fn run(command: Command) -> Result<Exit, Failure> {
         }
         Command::Up(args) => up::up(&args),
         Command::Gateway(args) => roles::gateway(&args),
-        Command::Contestant(args) => Ok(roles::not_built("contestant", 4, &args)),
+        Command::Contestant(args) => roles::contestant(&args),
         Command::DeploymentCenter(args) => roles::deployment_center(&args),
         Command::Consumer(args) => roles::consumer(&args),
         Command::Listener(args) => roles::listener(&args),

@@ -1,6 +1,5 @@
 //! The roles: each loads its config (every mistake listed, exit 64), connects to what it needs
-//! (exit 69 when something is unreachable) and runs until SIGTERM or SIGINT. The roles that are
-//! not built yet say so and exit 69, never pretending to run.
+//! (exit 69 when something is unreachable) and runs until SIGTERM or SIGINT.
 
 use anyhow::anyhow;
 use fctf_core::config::{self, Config, ProcessSource};
@@ -34,16 +33,6 @@ pub(crate) fn load(args: &RoleArgs, role: &str) -> Result<Config, Failure> {
         code: Exit::InvalidInput,
         error: anyhow!("{}", check_config::mistakes(path, &errors)),
     })
-}
-
-/// Tells the user that `fctf <role>` does not exist yet and which issue builds it.
-pub fn not_built(role: &str, issue: u32, args: &RoleArgs) -> Exit {
-    let config = match &args.config {
-        Some(path) => format!(" ({} was not read)", path.display()),
-        None => String::new(),
-    };
-    eprintln!("`fctf {role}` is not built yet (see issue {issue}); nothing was started{config}");
-    Exit::Unavailable
 }
 
 /// `fctf migrate -c FILE`: applies the schema migrations to `[database].url`, then exits.
@@ -88,11 +77,30 @@ pub fn deployment_center(args: &RoleArgs) -> Result<Exit, Failure> {
                 None
             }
         };
-        fctf_control::deployment::run(&config, store, queue, runtime, shutdown_signal())
-            .await
-            .map_err(anyhow::Error::from)
-            .map_err(|e| e.context("running the Deployment Center"))
-            .or_exit(Exit::Software)
+        // Image builds (up-challenge-template) need Argo; other runtimes answer 503 to them.
+        let builder: Option<std::sync::Arc<dyn fctf_core::builds::ImageBuilder>> =
+            match config.runtime.kind {
+                fctf_core::config::RuntimeKind::Argo => Some(std::sync::Arc::new(
+                    fctf_workers::runtime::argo_builds::ArgoBuilder::connect(&config.runtime)
+                        .await
+                        .map_err(anyhow::Error::from)
+                        .map_err(|e| e.context("connecting to the Kubernetes API for image builds"))
+                        .or_exit(Exit::Unavailable)?,
+                )),
+                _ => None,
+            };
+        fctf_control::deployment::run_with_builder(
+            &config,
+            store,
+            queue,
+            runtime,
+            builder,
+            shutdown_signal(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
+        .map_err(|e| e.context("running the Deployment Center"))
+        .or_exit(Exit::Software)
     })?;
     Ok(Exit::Ok)
 }
@@ -112,6 +120,35 @@ pub fn consumer(args: &RoleArgs) -> Result<Exit, Failure> {
             .map_err(anyhow::Error::from)
             .map_err(|e| e.context("running the Deployment Consumer"))
             .or_exit(Exit::Software)
+    })?;
+    Ok(Exit::Ok)
+}
+
+/// `fctf contestant -c FILE`: the Contestant Service (players' and admins' API on
+/// `[contestant].listen`, health and metrics on `admin_listen`) until a signal. It reaches the
+/// Deployment Center over signed HTTP (`[contestant].deployment_center_url`).
+pub fn contestant(args: &RoleArgs) -> Result<Exit, Failure> {
+    let config = load_shared(args, "contestant")?;
+    block_on(async {
+        let store = platform::store(&config).await.or_exit(Exit::Unavailable)?;
+        let db = platform::database(&config)
+            .await
+            .or_exit(Exit::Unavailable)?;
+        let client = fctf_control::deployment::client::DeploymentClient::from_config(&config)
+            .map_err(anyhow::Error::from)
+            .map_err(|e| e.context("configuring the Deployment Center client"))
+            .or_exit(Exit::InvalidInput)?;
+        fctf_control::contestant::run(
+            std::sync::Arc::new(config),
+            db,
+            store,
+            std::sync::Arc::new(client),
+            shutdown_signal(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
+        .map_err(|e| e.context("running the Contestant Service"))
+        .or_exit(Exit::Software)
     })?;
     Ok(Exit::Ok)
 }

@@ -14,7 +14,6 @@
 //! local runtime's state directory at the next start and removed by the listener (they have no
 //! state record), so none is leaked.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -97,6 +96,15 @@ async fn run(config: Config) -> Result<(), Failure> {
             )
         })
         .or_exit(Exit::Software)?;
+    let api_admin = tokio::net::TcpListener::bind(&config.contestant.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding the Contestant Service's admin listener to {}",
+                config.contestant.admin_listen
+            )
+        })
+        .or_exit(Exit::Software)?;
     let options = fctf_gateway::server::GatewayOptions::from_config(&config, store.clone())
         .context("configuring the gateway")
         .or_exit(Exit::InvalidInput)?;
@@ -121,12 +129,12 @@ async fn run(config: Config) -> Result<(), Failure> {
         config.listener.clone(),
         until(stopped.clone()),
     ));
-    let app = contestant::router(state).into_make_service_with_connect_info::<SocketAddr>();
-    let serving = tokio::spawn(
-        axum::serve(api, app)
-            .with_graceful_shutdown(until(stopped.clone()))
-            .into_future(),
-    );
+    let serving = tokio::spawn(contestant::serve(
+        api,
+        Some(api_admin),
+        state,
+        until(stopped.clone()),
+    ));
 
     println!("{}", banner(&config, &seeded));
 

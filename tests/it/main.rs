@@ -9,6 +9,7 @@ mod check_config;
 mod demo;
 mod journey;
 mod migrate;
+mod pipeline;
 mod roles;
 mod token;
 
@@ -110,7 +111,7 @@ fn help_lists_the_exit_codes() {
     for line in [
         "Exit codes:",
         "  64  invalid input",
-        "  69  the role is not built yet",
+        "  69  a service the role needs",
     ] {
         assert!(help.contains(line), "{line:?} missing from:\n{help}");
     }

@@ -1,33 +1,49 @@
-//! Roles: `fctf gateway` loads its config (exit 64 on mistakes), serves, and stops on SIGTERM;
-//! roles that are not built yet say so and exit 69, with or without a config file.
-
+//! Roles: each loads its config (exit 64 on mistakes), the process roles refuse the embedded
+//! default and name an unreachable backend (exit 69); `fctf gateway` serves until SIGTERM.
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use super::{Scratch, assert_exit, fctf, run, stderr};
+use super::{SECRET, Scratch, assert_exit, fctf, run, stderr};
 
 #[test]
-fn unbuilt_roles_say_so_and_exit_69() {
-    let (role, issue) = ("contestant", 4);
-    {
+fn process_roles_need_shared_backends_and_say_which_is_down() {
+    let scratch = Scratch::new();
+    let embedded = scratch.file("embedded.toml", "");
+    let key = scratch.file("k.key", SECRET);
+    let down = scratch.file(
+        "down.toml",
+        &format!(
+            "[tokens]\nkeys = [{{ kid = \"k1\", secret_file = \"{key}\" }}]\n\
+             [signing]\nkeys = [{{ kid = \"s1\", secret_file = \"{key}\" }}]\n\
+             [store]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:1\"\n\
+             [queue]\nbackend = \"rabbitmq\"\namqp_url = \"amqp://guest:guest@127.0.0.1:1\"\n",
+            key = key.display()
+        ),
+    );
+    let mode = std::os::unix::fs::PermissionsExt::from_mode(0o600);
+    std::fs::set_permissions(&key, mode).unwrap();
+    for role in ["contestant", "deployment-center", "consumer", "listener"] {
         let output = run(&[role]);
+        assert_exit(&output, 64);
+        assert!(stderr(&output).contains("needs its config file: -c FILE"));
+
+        // One process of a deployment cannot run on in-process state: it would be an island.
+        let output = run(&[role, "-c", embedded.to_str().unwrap()]);
+        assert_exit(&output, 64);
+        let message = stderr(&output);
+        assert!(message.contains("needs the shared backends"), "{message}");
+        assert!(message.contains("fctf up"), "{message}");
+
+        // A backend that does not answer: exit 69, naming it.
+        let output = run(&[role, "-c", down.to_str().unwrap()]);
         assert_exit(&output, 69);
         let message = stderr(&output);
         assert!(
-            message.starts_with(&format!(
-                "`fctf {role}` is not built yet (see issue {issue})"
-            )),
-            "{message}"
+            message.contains("127.0.0.1:1"),
+            "the unreachable address is named: {message}"
         );
-        assert!(output.stdout.is_empty());
-
-        let output = run(&[role, "-c", "fctf.toml"]);
-        assert_exit(&output, 69);
-        assert!(stderr(&output).contains("fctf.toml was not read"));
-        let output = run(&[role, "--config", "fctf.toml"]);
-        assert_exit(&output, 69);
     }
 }
 

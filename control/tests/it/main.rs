@@ -2,6 +2,7 @@
 //! talk to the real servers on loopback; they fail, never skip, when a server does not answer.
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
-mod deployment;
 mod accounts;
+mod contestant;
+mod deployment;
 mod play;

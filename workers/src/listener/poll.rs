@@ -1,17 +1,23 @@
 //! A [`ChangeFeed`] for runtimes that cannot watch (the `local` runtime): it takes a snapshot
 //! every `interval` and hints every instance whose observation changed (appeared, changed phase
-//! or readiness, started terminating, vanished). Cheap for the local runtime, whose snapshot is
-//! in-process; the full resync still runs, so a missed hint only costs time.
+//! or readiness, started terminating, vanished), and keeps hinting a changed instance for
+//! [`SETTLE`] after the change: the record may still be moving then (the consumer's Deploying
+//! write racing the listener's Running write makes the listener's compare-and-set lose), and
+//! without a new hint the instance would wait for the next full resync. Cheap for the local
+//! runtime, whose snapshot is in-process; a hint of a settled instance reconciles to nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use fctf_core::runtime::{InstanceRef, InstanceRuntime, Observed, Phase};
 use futures_util::stream::BoxStream;
 use tokio::sync::mpsc;
 
 use super::ChangeFeed;
+
+/// How long a changed instance keeps being hinted.
+pub const SETTLE: Duration = Duration::from_secs(3);
 
 /// What of an observation, when it changes, deserves a reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,6 +75,7 @@ impl ChangeFeed for SnapshotPoller {
         let interval = self.interval;
         tokio::spawn(async move {
             let mut seen: HashMap<InstanceRef, Signature> = HashMap::new();
+            let mut settling: HashMap<InstanceRef, Instant> = HashMap::new();
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
@@ -81,8 +88,13 @@ impl ChangeFeed for SnapshotPoller {
                     .iter()
                     .map(|o| (o.id, Signature::from(o)))
                     .collect();
+                let at = Instant::now();
                 for id in changed(&seen, &now) {
-                    if tx.send(id).await.is_err() {
+                    settling.insert(id, at);
+                }
+                settling.retain(|_, since| at.duration_since(*since) <= SETTLE);
+                for id in settling.keys() {
+                    if tx.send(*id).await.is_err() {
                         return; // the listener stopped reading
                     }
                 }
