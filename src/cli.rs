@@ -80,6 +80,21 @@ pub enum DemoKind {
     Tcp,
 }
 
+impl Command {
+    /// True for the long-running roles, which log.
+    pub fn is_service(&self) -> bool {
+        matches!(
+            self,
+            Self::Up(_)
+                | Self::Gateway(_)
+                | Self::Contestant(_)
+                | Self::DeploymentCenter(_)
+                | Self::Consumer(_)
+                | Self::Listener(_)
+        )
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct CheckConfigArgs {
     /// The config file.

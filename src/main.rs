@@ -19,6 +19,9 @@ use crate::outcome::{Exit, Failure};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.command.is_service() {
+        init_logging();
+    }
     match run(cli.command) {
         Ok(exit) => exit.into(),
         Err(Failure { code, error }) => {
@@ -54,4 +57,17 @@ fn run(command: Command) -> Result<Exit, Failure> {
         Command::Migrate(args) => roles::migrate(&args),
         Command::DemoChallenge(args) => demo::run(args.kind),
     }
+}
+
+/// Logs of the long-running roles (the gateway's access log included) go to standard error, one
+/// line each with their fields as `key=value`; `RUST_LOG` sets the filter (default `info`). The
+/// variable is not `FCTF_*` because those are config overrides.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
 }

@@ -117,8 +117,9 @@ fn the_gateway_serves_until_sigterm() {
     let mut child = KillOnDrop(
         fctf()
             .args(["gateway", "-c", config.to_str().unwrap()])
+            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
@@ -159,4 +160,19 @@ fn the_gateway_serves_until_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(exit.code(), Some(0), "the gateway's exit after SIGTERM");
+
+    // The refused request is in the access log on standard error, without any token.
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("fctf_gateway::access"))
+        .unwrap_or_else(|| panic!("no access-log line in:\n{log}"));
+    assert!(line.contains("401"), "{line}");
+    assert!(!log.contains("fctftoken"), "{log}");
 }
