@@ -4,8 +4,9 @@
 //! kinds and submission outcomes: all small fixed sets.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::{Mutex, PoisonError};
+use std::sync::Mutex;
+
+use crate::prometheus::{bump, counter_family, rows};
 
 /// Put on a flag submission's answer by the handler: the outcome the metrics count.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -17,13 +18,6 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
     submissions: Mutex<BTreeMap<&'static str, u64>>,
-}
-
-fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
-    *map.lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .entry(key)
-        .or_default() += 1;
 }
 
 impl Metrics {
@@ -45,58 +39,31 @@ impl Metrics {
     /// Every counter in the Prometheus text format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP fctf_contestant_requests_total HTTP answers by route and status.\n");
-        out.push_str("# TYPE fctf_contestant_requests_total counter\n");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "fctf_contestant_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
-        }
-        out.push_str("# HELP fctf_contestant_errors_total Error answers by kind.\n");
-        out.push_str("# TYPE fctf_contestant_errors_total counter\n");
-        for (kind, n) in self
-            .errors
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "fctf_contestant_errors_total{{kind=\"{}\"}} {n}",
-                escape(kind)
-            );
-        }
-        out.push_str("# HELP fctf_contestant_submissions_total Flag submissions by outcome.\n");
-        out.push_str("# TYPE fctf_contestant_submissions_total counter\n");
-        for (outcome, n) in self
-            .submissions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "fctf_contestant_submissions_total{{outcome=\"{}\"}} {n}",
-                escape(outcome)
-            );
-        }
+        counter_family(
+            &mut out,
+            "fctf_contestant_requests_total",
+            "HTTP answers by route and status.",
+            &["route", "status"],
+            rows(&self.requests, |(route, status)| {
+                vec![route.clone(), status.to_string()]
+            }),
+        );
+        counter_family(
+            &mut out,
+            "fctf_contestant_errors_total",
+            "Error answers by kind.",
+            &["kind"],
+            rows(&self.errors, |kind| vec![kind.clone()]),
+        );
+        counter_family(
+            &mut out,
+            "fctf_contestant_submissions_total",
+            "Flag submissions by outcome.",
+            &["outcome"],
+            rows(&self.submissions, |outcome| vec![(*outcome).to_owned()]),
+        );
         out
     }
-}
-
-/// A label value with `\`, `"` and newlines escaped, as the text format requires.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -116,6 +83,5 @@ mod tests {
         ));
         assert!(text.contains("fctf_contestant_errors_total{kind=\"not_found\"} 1\n"));
         assert!(text.contains("fctf_contestant_submissions_total{outcome=\"correct\"} 1\n"));
-        assert_eq!(escape("a\"b\\"), "a\\\"b\\\\");
     }
 }

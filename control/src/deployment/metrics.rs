@@ -2,8 +2,9 @@
 //! labelled counters need no metrics library).
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::{Mutex, PoisonError};
+
+use crate::prometheus::{bump, counter_family, rows};
 
 /// Counters of one Deployment Center. Label values are fixed strings (route templates, outcome
 /// and error kinds), so the label sets stay small.
@@ -17,17 +18,12 @@ pub struct Metrics {
 impl Metrics {
     /// One HTTP answer of `route` (the route template) with `status`.
     pub fn request(&self, route: &str, status: u16) {
-        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
-        *requests.entry((route.to_owned(), status)).or_default() += 1;
+        bump(&self.requests, (route.to_owned(), status));
     }
 
     /// One `operation` (`start`, `stop`, `extend`, `callback`) ended with `outcome`.
     pub fn operation(&self, operation: &'static str, outcome: &'static str) {
-        let mut ops = self
-            .operations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        *ops.entry((operation, outcome)).or_default() += 1;
+        bump(&self.operations, (operation, outcome));
     }
 
     /// One refused call, by kind (an error kind, or `signature_<kind>`).
@@ -56,59 +52,33 @@ impl Metrics {
     /// Every counter in the Prometheus text format (version 0.0.4).
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP fctf_deployment_requests_total HTTP answers by route and status.\n");
-        out.push_str("# TYPE fctf_deployment_requests_total counter\n");
-        for ((route, status), n) in self
-            .requests
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "fctf_deployment_requests_total{{route=\"{}\",status=\"{status}\"}} {n}",
-                escape(route)
-            );
-        }
-        out.push_str(
-            "# HELP fctf_deployment_operations_total Instance operations by outcome (start, stop, extend, callback).\n",
+        counter_family(
+            &mut out,
+            "fctf_deployment_requests_total",
+            "HTTP answers by route and status.",
+            &["route", "status"],
+            rows(&self.requests, |(route, status)| {
+                vec![route.clone(), status.to_string()]
+            }),
         );
-        out.push_str("# TYPE fctf_deployment_operations_total counter\n");
-        for ((operation, outcome), n) in self
-            .operations
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "fctf_deployment_operations_total{{operation=\"{operation}\",outcome=\"{outcome}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP fctf_deployment_refusals_total Refused calls by kind.\n");
-        out.push_str("# TYPE fctf_deployment_refusals_total counter\n");
-        for (kind, n) in self
-            .refusals
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            let _ = writeln!(
-                out,
-                "fctf_deployment_refusals_total{{kind=\"{}\"}} {n}",
-                escape(kind)
-            );
-        }
+        counter_family(
+            &mut out,
+            "fctf_deployment_operations_total",
+            "Instance operations by outcome (start, stop, extend, callback).",
+            &["operation", "outcome"],
+            rows(&self.operations, |(operation, outcome)| {
+                vec![(*operation).to_owned(), (*outcome).to_owned()]
+            }),
+        );
+        counter_family(
+            &mut out,
+            "fctf_deployment_refusals_total",
+            "Refused calls by kind.",
+            &["kind"],
+            rows(&self.refusals, |kind| vec![kind.clone()]),
+        );
         out
     }
-}
-
-/// A label value with `\`, `"` and newlines escaped, as the text format requires.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -131,6 +101,6 @@ mod tests {
         ));
         assert!(text.contains("fctf_deployment_refusals_total{kind=\"signature_replayed\"} 1\n"));
         assert_eq!(m.operation_count("start", "queued"), 1);
-        assert_eq!(escape("a\"b\\"), "a\\\"b\\\\");
+        assert_eq!(crate::prometheus::escape("a\"b\\"), "a\\\"b\\\\");
     }
 }
