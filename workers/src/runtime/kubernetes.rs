@@ -248,48 +248,12 @@ impl KubernetesRuntime {
         Ok(ns)
     }
 
-    /// Moves `id`'s end to `lifetime_secs` after its start (an extension): the Job's
-    /// `activeDeadlineSeconds` (mutable on a Job) and the namespace's `ctf/expiry` label, so
-    /// neither the cluster nor the expiry cleanup ends an extended instance early. A merge patch,
-    /// not an apply: an apply of these two fields alone would drop the manager's other fields.
-    pub async fn set_lifetime(&self, id: &InstanceRef, lifetime_secs: u64) -> RuntimeResult<()> {
-        let namespaces = Api::<Namespace>::all(self.client.clone());
-        let found = self
-            .list_all(&namespaces, &manifest::instance_selector(id))
-            .await?;
-        if found.is_empty() {
-            return Err(RuntimeError::NotFound);
-        }
-        let deadline = i64::try_from(lifetime_secs).unwrap_or(i64::MAX);
-        for ns in found {
-            let Some(name) = ns.metadata.name else {
-                continue;
-            };
-            let started = fctf_core::naming::parse_namespace(&name)
-                .map(|p| p.started_unix)
-                .unwrap_or(0);
-            let expiry = started.saturating_add(lifetime_secs).to_string();
-            let params = PatchParams::default();
-            let job = serde_json::json!({"spec": {"activeDeadlineSeconds": deadline}});
-            Api::<Job>::namespaced(self.client.clone(), &name)
-                .patch(manifest::JOB_NAME, &params, &Patch::Merge(&job))
-                .await
-                .map_err(runtime_error)?;
-            let labels =
-                serde_json::json!({"metadata": {"labels": {manifest::LABEL_EXPIRY: expiry}}});
-            namespaces
-                .patch(&name, &params, &Patch::Merge(&labels))
-                .await
-                .map_err(runtime_error)?;
-        }
-        Ok(())
-    }
-
     /// Moves `id`'s end to `ends_at_ms` (an extension): the Job's `activeDeadlineSeconds`, which
     /// counts from the Job's start, becomes the time from that start to `ends_at_ms` plus
     /// [`DEADLINE_MARGIN`] (the cluster's kill is a backstop behind the listener's), and the
     /// namespace's `ctf/expiry` label becomes `ends_at_ms`, so the expiry cleanup does not end it
-    /// early either. Merge patches, as [`Self::set_lifetime`]. `NotFound` when `id` has no
+    /// early either. Merge patches, not an apply: an apply of these two fields alone would drop the
+    /// manager's other fields. `NotFound` when `id` has no
     /// namespace or no Job.
     pub async fn set_deadline(&self, id: &InstanceRef, ends_at_ms: u64) -> RuntimeResult<()> {
         let namespaces = Api::<Namespace>::all(self.client.clone());

@@ -103,6 +103,45 @@ pub async fn insert_user(db: &Database, user: &NewUser) -> DbResult<i64> {
 }
 
 /// Registered users (the registration cap counts these).
+/// Which rows of `users` or `teams` a listing shows: all to admins, others the visible ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// Every row (admins).
+    All,
+    /// Rows neither hidden nor banned (players and anonymous callers).
+    Visible,
+}
+
+/// One page of `table` (`users` or `teams`, columns `columns`) in id order, and the number of
+/// rows the listing has in all.
+pub async fn listed_page(
+    db: &Database,
+    table: &'static str,
+    columns: &'static str,
+    listing: Listing,
+    limit: i64,
+    offset: i64,
+) -> DbResult<(i64, Vec<sqlx::any::AnyRow>)> {
+    let filter = match listing {
+        Listing::All => "",
+        Listing::Visible => "WHERE hidden = 0 AND banned = 0",
+    };
+    let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT COUNT(*) AS n FROM {table} {filter}"
+    )))
+    .fetch_one(db.pool())
+    .await?
+    .try_get("n")?;
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {columns} FROM {table} {filter} ORDER BY id LIMIT ? OFFSET ?"
+    )))
+    .bind(limit)
+    .bind(offset)
+    .fetch_all(db.pool())
+    .await?;
+    Ok((total, rows))
+}
+
 pub async fn count_users(db: &Database) -> DbResult<i64> {
     let row = sqlx::query("SELECT COUNT(*) AS n FROM users WHERE type = 'user'")
         .fetch_one(db.pool())

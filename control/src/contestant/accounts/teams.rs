@@ -13,7 +13,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::json::{Page, PageQuery, done, ok, ok_page};
-use super::records::{self, SetValue, TeamError, name_key};
+use super::records::{self, Listing, SetValue, TeamError, name_key};
 use super::{
     AdminCaller, Caller, ClientIp, ContestPhase, Json, Path, Query, db_error, now_ms, sql_error,
 };
@@ -125,27 +125,21 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let page = Page::of(query);
     let admin = caller.as_ref().is_some_and(|c| c.is_admin);
-    let filter = if admin {
-        ""
+    let listing = if admin {
+        Listing::All
     } else {
-        "WHERE hidden = 0 AND banned = 0"
+        Listing::Visible
     };
-    let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) AS n FROM teams {filter}"
-    )))
-    .fetch_one(state.db.pool())
+    let (total, rows) = records::listed_page(
+        &state.db,
+        "teams",
+        COLUMNS,
+        listing,
+        page.limit(),
+        page.offset(),
+    )
     .await
-    .map_err(sql_error)?
-    .try_get("n")
-    .map_err(sql_error)?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM teams {filter} ORDER BY id LIMIT ? OFFSET ?"
-    )))
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(state.db.pool())
-    .await
-    .map_err(sql_error)?;
+    .map_err(db_error)?;
     let view = if admin { View::Admin } else { View::Public };
     let mut data = Vec::with_capacity(rows.len());
     for row in &rows {

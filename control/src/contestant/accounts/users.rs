@@ -11,7 +11,7 @@ use sqlx::any::AnyRow;
 use super::auth::{set_password, verify};
 use super::json::{Page, PageQuery, done, ok, ok_page};
 use super::passwords::check_policy;
-use super::records::{self, NewUser, SetValue, name_key};
+use super::records::{self, Listing, NewUser, SetValue, name_key};
 use super::{AdminCaller, Caller, Json, Path, Query, db_error, sql_error};
 use crate::contestant::AppState;
 use crate::error::{ApiError, ErrorKind};
@@ -71,27 +71,21 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let page = Page::of(query);
     let admin = caller.as_ref().is_some_and(|c| c.is_admin);
-    let filter = if admin {
-        ""
+    let listing = if admin {
+        Listing::All
     } else {
-        "WHERE hidden = 0 AND banned = 0"
+        Listing::Visible
     };
-    let total: i64 = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT COUNT(*) AS n FROM users {filter}"
-    )))
-    .fetch_one(state.db.pool())
+    let (total, rows) = records::listed_page(
+        &state.db,
+        "users",
+        COLUMNS,
+        listing,
+        page.limit(),
+        page.offset(),
+    )
     .await
-    .map_err(sql_error)?
-    .try_get("n")
-    .map_err(sql_error)?;
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM users {filter} ORDER BY id LIMIT ? OFFSET ?"
-    )))
-    .bind(page.limit())
-    .bind(page.offset())
-    .fetch_all(state.db.pool())
-    .await
-    .map_err(sql_error)?;
+    .map_err(db_error)?;
     let view = if admin { View::Admin } else { View::Public };
     let data = rows
         .iter()

@@ -5,6 +5,8 @@
 //! [`crate::runtime::kubernetes::manifest`] from them (tests hold the two together).
 
 use fctf_core::queue::DeploySpec;
+#[cfg(doc)]
+use fctf_core::runtime::DEADLINE_MARGIN;
 use fctf_core::runtime::InstanceRef;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use serde_json::json;
@@ -24,8 +26,10 @@ pub const LABEL_COMPLETED: &str = "workflows.argoproj.io/completed";
 
 /// Every parameter the start workflow passes, in order; the template declares these (and
 /// `CALLBACK_URL`, which has a default). `TEAM_ID` is the decimal id (for the callback),
-/// `TEAM_LABEL` its label form (`shared` for the shared team).
-pub const TEMPLATE_PARAMETERS: [&str; 18] = [
+/// `TEAM_LABEL` its label form (`shared` for the shared team). `DEADLINE_SECS` is the Job's
+/// `activeDeadlineSeconds`: the lifetime plus [`DEADLINE_MARGIN`], as the `kubernetes` runtime
+/// applies it (the cluster's kill is a backstop behind the listener's, never ahead of it).
+pub const TEMPLATE_PARAMETERS: [&str; 19] = [
     "NAMESPACE",
     "SERVICE_NAME",
     "TEAM_ID",
@@ -34,6 +38,7 @@ pub const TEMPLATE_PARAMETERS: [&str; 18] = [
     "INSTANCE_ID",
     "EXPIRY_UNIX",
     "LIFETIME_SECS",
+    "DEADLINE_SECS",
     "IMAGE",
     "CONTAINER_PORT",
     "CPU_LIMIT",
@@ -83,6 +88,7 @@ pub fn parameters(
             .saturating_add(spec.lifetime_secs)
             .to_string(),
         spec.lifetime_secs.to_string(),
+        manifest::deploy_deadline_secs(spec).to_string(),
         spec.image.clone().unwrap_or_default(),
         spec.container_port.to_string(),
         format!("{}m", spec.cpu_millicores),

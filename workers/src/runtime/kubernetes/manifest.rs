@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use fctf_core::ids::TeamId;
 use fctf_core::naming;
 use fctf_core::queue::DeploySpec;
-use fctf_core::runtime::InstanceRef;
+use fctf_core::runtime::{DEADLINE_MARGIN, InstanceRef};
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, LocalObjectReference, Namespace,
@@ -297,8 +297,8 @@ fn network_policies(
 }
 
 /// The challenge Job: one pod, limits from the spec, a TCP readiness probe, ended by the
-/// cluster itself after the lifetime (`activeDeadlineSeconds`) even when the control plane is
-/// down, and deleted `ttlSecondsAfterFinished` later.
+/// cluster itself after the lifetime plus the margin (`activeDeadlineSeconds`,
+/// [`deploy_deadline_secs`]) even when the control plane is down, and deleted `ttlSecondsAfterFinished` later.
 fn job(
     ns: &str,
     labels: &BTreeMap<String, String>,
@@ -388,7 +388,7 @@ fn job(
             ..meta(JOB_NAME, ns, labels)
         },
         spec: Some(JobSpec {
-            active_deadline_seconds: Some(i64::try_from(spec.lifetime_secs).unwrap_or(i64::MAX)),
+            active_deadline_seconds: Some(deploy_deadline_secs(spec)),
             ttl_seconds_after_finished: Some(
                 i32::try_from(settings.job_ttl_after_finished_secs).unwrap_or(i32::MAX),
             ),
@@ -454,6 +454,15 @@ pub fn job_start_ms(job: &Job) -> Option<u64> {
         .and_then(|s| s.start_time.as_ref())
         .or(job.metadata.creation_timestamp.as_ref())
         .and_then(|t| u64::try_from(t.0.as_millisecond()).ok())
+}
+
+/// The `activeDeadlineSeconds` a Job is created with: its lifetime plus [`DEADLINE_MARGIN`].
+/// The player's time counts from Running, which comes after the Job's start, and the listener
+/// ends the instance on that time; the cluster's own kill is the backstop for when the control
+/// plane is down, so it must never come first. The listener moves it to the exact end
+/// ([`active_deadline_secs`]) once the instance is Running.
+pub fn deploy_deadline_secs(spec: &DeploySpec) -> i64 {
+    i64::try_from(spec.lifetime_secs.saturating_add(DEADLINE_MARGIN.as_secs())).unwrap_or(i64::MAX)
 }
 
 /// The `activeDeadlineSeconds` that ends a Job started at `job_start_ms` no earlier than

@@ -79,7 +79,11 @@ async fn deploy_applies_namespace_first_then_namespaced_objects() {
 
     let job = writes[6].body.as_ref().unwrap();
     let job_spec = &job["spec"];
-    assert_eq!(job_spec["activeDeadlineSeconds"], 3600);
+    // The lifetime plus the margin: the cluster's kill is a backstop behind the listener's.
+    assert_eq!(
+        job_spec["activeDeadlineSeconds"],
+        3600 + fctf_core::runtime::DEADLINE_MARGIN.as_secs()
+    );
     assert_eq!(job_spec["ttlSecondsAfterFinished"], 60);
     let pod_spec = &job_spec["template"]["spec"];
     assert_eq!(pod_spec["automountServiceAccountToken"], false);
@@ -497,14 +501,16 @@ async fn an_extension_moves_the_cluster_deadline_and_the_expiry_label() {
     rt.deploy(&id, &spec(), STARTED_AT_MS).await.unwrap();
     api.clear_requests();
 
-    rt.set_lifetime(&id, 5400).await.unwrap();
+    rt.set_deadline(&id, STARTED_AT_MS + 5_400_000)
+        .await
+        .unwrap();
     let writes = api.writes();
     assert_eq!(writes.len(), 2);
     assert!(writes.iter().all(|w| w.method == Method::PATCH
         && w.content_type.as_deref() == Some("application/merge-patch+json")));
     let ns = ns_of(&id);
     let job = api.object("jobs", &ns, "challenge").unwrap();
-    assert_eq!(job["spec"]["activeDeadlineSeconds"], 5400);
+    assert!(job["spec"]["activeDeadlineSeconds"].as_u64().unwrap() >= 5400);
     // The rest of the Job is untouched.
     assert_eq!(job["spec"]["ttlSecondsAfterFinished"], 60);
     let namespace = api.object("namespaces", "", &ns).unwrap();
@@ -515,7 +521,7 @@ async fn an_extension_moves_the_cluster_deadline_and_the_expiry_label() {
     assert_eq!(namespace["metadata"]["labels"]["ctf/kind"], "challenge");
 
     assert!(matches!(
-        rt.set_lifetime(&instance(6, 7), 5400).await,
+        rt.set_deadline(&instance(6, 7), STARTED_AT_MS).await,
         Err(RuntimeError::NotFound)
     ));
 }
