@@ -285,6 +285,7 @@ fn banner(config: &Config, seeded: &Seeded) -> String {
     };
     format!(
         "FCTF is up ({where_}).\n\
+         \n  Players' portal   http://{api}/\
          \n  Players' API      http://{api}/api/v1/\
          \n  Gateway (HTTP)    http://{http}/\
          \n  Gateway (TCP)     nc {tcp_host} {tcp_port}\

@@ -10,6 +10,7 @@ mod demo;
 mod journey;
 mod migrate;
 mod pipeline;
+mod portal;
 mod roles;
 mod token;
 

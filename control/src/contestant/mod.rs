@@ -8,6 +8,8 @@
 //! - [`play`]: challenges, flags, hints, files, submissions, scoring, the scoreboard, tickets,
 //!   awards, notifications and instances (through [`DeploymentControl`]).
 //!
+//! - [`portal`]: the players' web page (embedded assets) and the CSRF guard of cookie sessions.
+//!
 //! [`router`] is the whole API as served (the OpenAPI document at [`openapi::PATH`], JSON
 //! answers for unknown routes and wrong methods, the per-IP limit, security headers and
 //! [`metrics`]); [`server::serve`] and [`server::run`] serve it with the admin listener;
@@ -17,6 +19,7 @@ pub mod accounts;
 pub mod metrics;
 pub mod openapi;
 pub mod play;
+pub mod portal;
 pub mod server;
 
 pub use self::server::{run, serve};

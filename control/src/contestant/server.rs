@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use super::accounts::limits;
 use super::accounts::session::COOKIE;
 use super::metrics::SubmissionOutcome;
-use super::{AppState, openapi};
+use super::{AppState, openapi, portal};
 use crate::deployment::contract::DeploymentControl;
 use crate::error::{ApiError, ErrorBody};
 
@@ -30,18 +30,25 @@ use crate::error::{ApiError, ErrorBody};
 const MAX_ERROR_BODY: u64 = 16 * 1024;
 
 /// `routes` (every API route) made into the served API: the OpenAPI document route, JSON
-/// fallbacks, and the layers. From the outside in: security headers, request counting (so 429s
-/// of the limit are counted), the per-IP limit (which marks the request charged, so the
-/// accounts extractors do not charge it again).
+/// fallbacks (the portal, then JSON), and the layers. From the outside in: security headers,
+/// request counting (so 429s of the limit are counted), the CSRF guard ([`portal::csrf`]), the
+/// per-IP limit (which marks the request charged, so the accounts extractors do not charge it
+/// again).
 pub(crate) fn finish(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .route(openapi::PATH, get(openapi::serve))
-        .fallback(unknown_route)
+        // The portal's page and assets where no API route matches; then the JSON 404/405.
+        .fallback_service(
+            portal::router()
+                .fallback(unknown_route)
+                .method_not_allowed_fallback(wrong_method),
+        )
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             limits::per_ip,
         ))
+        .layer(middleware::from_fn(portal::csrf::protect))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(middleware::from_fn(security_headers))
         .with_state(state)
@@ -134,9 +141,10 @@ fn has_credentials(headers: &HeaderMap) -> bool {
             })
 }
 
-/// The headers of a production web app on every answer; `Cache-Control: no-store` on answers
-/// to credentialed requests and on answers that set a cookie (a private answer must never be
-/// kept by a shared cache).
+/// The headers of a production web app on every answer (the portal's own, else
+/// [`portal::api_headers`]); `Cache-Control: no-store` on answers to credentialed requests
+/// (except the portal's page and assets, the same for everyone) and on answers that set a
+/// cookie (a private answer must never be kept by a shared cache).
 async fn security_headers(request: Request, next: Next) -> Response {
     let private = has_credentials(request.headers());
     let mut response = next.run(request).await;
@@ -150,7 +158,10 @@ async fn security_headers(request: Request, next: Next) -> Response {
         HeaderValue::from_static("no-referrer"),
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    if private || headers.contains_key(header::SET_COOKIE) {
+    portal::api_headers(headers);
+    let shareable = response.extensions().get::<portal::Shareable>().is_some();
+    let headers = response.headers_mut();
+    if (private && !shareable) || headers.contains_key(header::SET_COOKIE) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     response
