@@ -136,3 +136,79 @@ pub fn change_feed(runtime: &Arc<dyn InstanceRuntime>) -> Option<Arc<dyn ChangeF
         )) as Arc<dyn ChangeFeed>
     })
 }
+
+/// Kills what a killed predecessor may have left unrecorded in the local runtime's state
+/// directory `dir`: an instance program runs in `dir/work/<instance>`, and its `<instance>.json`
+/// is written just after the spawn, so a process killed in between (SIGKILL, OOM) leaves a
+/// running program that no state file names, which the runtime cannot adopt and nothing would
+/// ever stop. Every live process whose working directory is under `dir/work/` and whose
+/// instance has no state file gets its process group killed. Call it before the runtime
+/// deploys anything, from the one process that owns `dir`. Returns the groups killed.
+pub fn sweep_unrecorded_instances(dir: &std::path::Path) -> usize {
+    let Ok(work) = std::fs::canonicalize(dir.join("work")) else {
+        return 0;
+    };
+    let Ok(canonical_dir) = std::fs::canonicalize(dir) else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let mut groups = std::collections::BTreeSet::new();
+    for entry in entries.filter_map(Result::ok) {
+        let Ok(cwd) = std::fs::read_link(entry.path().join("cwd")) else {
+            continue;
+        };
+        let Some(instance) = cwd
+            .strip_prefix(&work)
+            .ok()
+            .and_then(|rest| rest.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        else {
+            continue;
+        };
+        if canonical_dir.join(format!("{instance}.json")).exists() {
+            continue;
+        }
+        // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after the last ')'.
+        let Some(pgid) = std::fs::read_to_string(entry.path().join("stat"))
+            .ok()
+            .and_then(|stat| {
+                let (_, rest) = stat.rsplit_once(')')?;
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                (fields.first() != Some(&"Z"))
+                    .then(|| fields.get(2)?.parse::<i32>().ok())
+                    .flatten()
+            })
+        else {
+            continue;
+        };
+        // Never our own group (a program started from inside the directory by hand).
+        if pgid > 1 && !is_own_group(pgid) {
+            groups.insert(pgid);
+        }
+    }
+    for pgid in &groups {
+        tracing::warn!(
+            pgid,
+            "killing an instance program no state file names (left by a killed process)"
+        );
+        let _ = std::process::Command::new("kill")
+            .args(["-KILL", "--", &format!("-{pgid}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+    groups.len()
+}
+
+/// True when `pgid` is this process's own process group.
+fn is_own_group(pgid: i32) -> bool {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.split_whitespace().nth(2)?.parse::<i32>().ok()
+        })
+        == Some(pgid)
+}

@@ -10,9 +10,15 @@
 //! MariaDB). `FCTF_*` variables override either, as for every role.
 //!
 //! Ctrl-C (or SIGTERM) stops taking work, stops every instance this process runs (closing their
-//! tracking rows) and exits 0. Instances left by a process that was killed are found by the
-//! local runtime's state directory at the next start and removed by the listener (they have no
-//! state record), so none is leaked.
+//! tracking rows) and exits 0. Instances left by a process that was killed are found in the
+//! local runtime's state directory at the next start and reconciled by the listener, so none is
+//! leaked: one that was Running has an open tracking row, from which its state record is
+//! rebuilt (re-adopted, counted once in its team's quota, reachable with a token from the status
+//! API: keys are generated at each start, so old tokens are refused); one that was still
+//! starting has neither row nor record any more and is removed as a ghost after
+//! `[listener].ghost_grace_secs`. A program the killed process spawned but had not yet recorded
+//! (its state file is written just after the spawn) cannot be adopted: it is found by its
+//! working directory and stopped before anything starts. `tests/it/restart.rs` checks all three.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,6 +77,18 @@ async fn run(config: Config) -> Result<(), Failure> {
     let db = platform::database(&config)
         .await
         .or_exit(Exit::Unavailable)?;
+    if config.runtime.kind == RuntimeKind::Local {
+        // Before the runtime deploys anything: what a killed predecessor spawned but never
+        // recorded cannot be adopted, so it is stopped here rather than leaked.
+        let swept = platform::sweep_unrecorded_instances(std::path::Path::new(
+            &config.runtime.local_state_dir,
+        ));
+        if swept > 0 {
+            eprintln!(
+                "fctf up: stopped {swept} instance program(s) left unrecorded by a killed run"
+            );
+        }
+    }
     let runtime = platform::runtime(&config)
         .await
         .or_exit(Exit::Unavailable)?;

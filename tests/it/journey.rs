@@ -19,13 +19,13 @@ use serde_json::{Value, json};
 use super::{SECRET, Scratch, fctf};
 
 /// A `fctf up` child, interrupted (SIGINT) and reaped when dropped.
-struct Platform {
-    child: Child,
-    api: u16,
-    http: u16,
-    tcp: u16,
-    admin_token: String,
-    banner: String,
+pub(super) struct Platform {
+    pub(super) child: Child,
+    pub(super) api: u16,
+    pub(super) http: u16,
+    pub(super) tcp: u16,
+    pub(super) admin_token: String,
+    pub(super) banner: String,
 }
 
 impl Drop for Platform {
@@ -58,7 +58,7 @@ impl Platform {
     }
 }
 
-fn free_port() -> u16 {
+pub(super) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -68,7 +68,16 @@ fn free_port() -> u16 {
 
 /// Starts `fctf up` (with `config` as its file when given) on free ports under `scratch`, and
 /// waits for its banner.
-fn start(scratch: &Scratch, config: Option<&std::path::Path>) -> Platform {
+pub(super) fn start(scratch: &Scratch, config: Option<&std::path::Path>) -> Platform {
+    start_with(scratch, config, &[])
+}
+
+/// [`start`] with extra `FCTF_*` overrides.
+pub(super) fn start_with(
+    scratch: &Scratch,
+    config: Option<&std::path::Path>,
+    overrides: &[(&str, &str)],
+) -> Platform {
     let (api, api_admin, http, tcp, gw_admin, center) = (
         free_port(),
         free_port(),
@@ -108,6 +117,7 @@ fn start(scratch: &Scratch, config: Option<&std::path::Path>) -> Platform {
             format!("http://127.0.0.1:{http}"),
         )
         .env("FCTF_DEPLOYMENT__PUBLIC_TCP_PORT", tcp.to_string())
+        .envs(overrides.iter().copied())
         .current_dir(&scratch.dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -159,19 +169,19 @@ fn start(scratch: &Scratch, config: Option<&std::path::Path>) -> Platform {
 /// A minimal HTTP/1.1 client with a cookie jar, one connection per request (`Connection:
 /// close`), as `curl -b jar -c jar` is used in the README.
 #[derive(Default)]
-struct Client {
-    cookies: BTreeMap<String, String>,
-    authorization: Option<String>,
+pub(super) struct Client {
+    pub(super) cookies: BTreeMap<String, String>,
+    pub(super) authorization: Option<String>,
 }
 
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+pub(super) struct Answer {
+    pub(super) status: u16,
+    pub(super) headers: Vec<(String, String)>,
+    pub(super) body: Vec<u8>,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
             panic!(
                 "not JSON ({e}): {} {}",
@@ -181,7 +191,7 @@ impl Answer {
         })
     }
 
-    fn text(&self) -> String {
+    pub(super) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
@@ -194,14 +204,20 @@ impl Answer {
 }
 
 impl Client {
-    fn token(token: &str) -> Self {
+    pub(super) fn token(token: &str) -> Self {
         Self {
             authorization: Some(format!("Token {token}")),
             ..Self::default()
         }
     }
 
-    fn send(&mut self, method: &str, port: u16, target: &str, body: Option<&Value>) -> Answer {
+    pub(super) fn send(
+        &mut self,
+        method: &str,
+        port: u16,
+        target: &str,
+        body: Option<&Value>,
+    ) -> Answer {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -270,7 +286,7 @@ impl Client {
         }
     }
 
-    fn api(
+    pub(super) fn api(
         &mut self,
         platform: &Platform,
         method: &str,
@@ -305,7 +321,7 @@ fn dechunk(mut body: &[u8]) -> Vec<u8> {
 }
 
 /// The id of the challenge named `name` in the player's list.
-fn challenge_id(client: &mut Client, platform: &Platform, name: &str) -> i64 {
+pub(super) fn challenge_id(client: &mut Client, platform: &Platform, name: &str) -> i64 {
     let list = client.api(platform, "GET", "/challenges", None);
     assert_eq!(list.status, 200, "{}", list.text());
     list.json()["data"]
@@ -318,7 +334,7 @@ fn challenge_id(client: &mut Client, platform: &Platform, name: &str) -> i64 {
         .unwrap()
 }
 
-fn register_team(platform: &Platform, user: &str, team: &str) -> Client {
+pub(super) fn register_team(platform: &Platform, user: &str, team: &str) -> Client {
     let mut client = Client::default();
     let answer = client.api(
         platform,
@@ -336,7 +352,12 @@ fn register_team(platform: &Platform, user: &str, team: &str) -> Client {
     client
 }
 
-fn submit(client: &mut Client, platform: &Platform, challenge: i64, flag: &str) -> String {
+pub(super) fn submit(
+    client: &mut Client,
+    platform: &Platform,
+    challenge: i64,
+    flag: &str,
+) -> String {
     let answer = client.api(
         platform,
         "POST",
@@ -348,7 +369,7 @@ fn submit(client: &mut Client, platform: &Platform, challenge: i64, flag: &str) 
 }
 
 /// Starts the team's instance of `challenge` and polls its status until Running.
-fn start_instance(client: &mut Client, platform: &Platform, challenge: i64) -> Value {
+pub(super) fn start_instance(client: &mut Client, platform: &Platform, challenge: i64) -> Value {
     let answer = client.api(
         platform,
         "POST",
@@ -604,14 +625,14 @@ fn journey_on_redis_rabbitmq_and_mariadb() {
     runtime.block_on(database.drop_database()).unwrap();
 }
 
-fn database_url(name: &str) -> String {
+pub(super) fn database_url(name: &str) -> String {
     let admin = std::env::var("FCTF_TEST_MYSQL_URL")
         .unwrap_or_else(|_| "mysql://root@127.0.0.1:3306/test".to_owned());
     let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
     format!("{base}/{name}")
 }
 
-fn uuid_like() -> String {
+pub(super) fn uuid_like() -> String {
     format!(
         "{}{}",
         std::process::id(),

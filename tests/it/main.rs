@@ -5,12 +5,15 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod chaos;
 mod check_config;
 mod demo;
+mod isolation;
 mod journey;
 mod migrate;
 mod pipeline;
 mod portal;
+mod restart;
 mod roles;
 mod token;
 
