@@ -11,17 +11,21 @@
 #             Gbit/s and the proxy's CPU seconds per GiB relayed;
 #   connrate  CONCURRENCY loops of connect, (token line + grant), ping/pong, close, for SECS:
 #             connections/s, the proxy's CPU µs per connection, p50/p99 of one connection.
-# Then, gateway only: resident memory (VmRSS) before and while IDLE_SESSIONS authenticated idle
-# sessions are held open (the goal is at most 64 MiB with 10,000).
+# Then, gateway only: resident memory (VmRSS) before, while IDLE_SESSIONS authenticated idle
+# sessions are held open (the goal is at most 64 MiB above the baseline with 10,000), and after
+# they closed. Each session costs the gateway two descriptors: IDLE_SESSIONS is lowered to what
+# the open-file limit allows (with a warning) when it cannot be raised far enough.
+# MODES picks the measurements (`MODES=idle`: the memory only, from a fresh gateway).
 # Reported: medians over rounds, as ratios to NGINX (bulk) and HAProxy (connection rate).
 #
-# Settings (environment): SECS=10 ROUNDS=3 TARGETS="direct nginx haproxy gw" BULK_CONNS=4
+# Settings (environment): SECS=10 ROUNDS=3 MODES="bulk connrate idle" TARGETS="direct nginx haproxy gw" BULK_CONNS=4
 # CONCURRENCY=32 IDLE_SESSIONS=10000 IDLE_SECS=5 PROXY_CPU=0 LOAD_CPU=1 PORT_BASE=19080 INSTALL=1
 # BUILD=1 KEEP_WORKDIR=0 RESULTS_OUT=/tmp/fctf-gwbench-tcp-results.tsv
 set -euo pipefail
 
 SECS=${SECS:-10}
 ROUNDS=${ROUNDS:-3}
+MODES=${MODES:-bulk connrate idle}
 TARGETS=${TARGETS:-direct nginx haproxy gw}
 BULK_CONNS=${BULK_CONNS:-4}
 CONCURRENCY=${CONCURRENCY:-32}
@@ -58,6 +62,10 @@ declare -A ADDR PROXY_PID
 TOKEN=
 
 write_configs() {
+    # HAProxy refuses to start when maxconn needs more descriptors (two per connection) than
+    # the open-file limit allows.
+    local haproxy_maxconn=$((($(ulimit -n) - 100) / 2))
+    ((haproxy_maxconn <= 30000)) || haproxy_maxconn=30000
     mkdir -p "$WORK/nginx"
     cat >"$WORK/nginx/nginx.conf" <<CONF
 load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -79,7 +87,7 @@ CONF
     cat >"$WORK/haproxy.cfg" <<CONF
 global
     nbthread 1
-    maxconn 30000
+    maxconn $haproxy_maxconn
 defaults
     mode tcp
     timeout connect 5s
@@ -185,7 +193,13 @@ measure() {
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 
 measure_idle() {
-    local pid=${PROXY_PID[gw]} before during out=$WORK/idle.out
+    local pid=${PROXY_PID[gw]} before during after out=$WORK/idle.out
+    # Two descriptors per session in the gateway, plus its listeners, Redis and slack.
+    local fit=$((($(ulimit -n) - 200) / 2))
+    if ((IDLE_SESSIONS > fit)); then
+        log "warning: open-file limit $(ulimit -n) fits $fit sessions, not $IDLE_SESSIONS: measuring $fit"
+        IDLE_SESSIONS=$fit
+    fi
     before=$(rss_kib "$pid")
     taskset -c "$LOAD_CPU" "$GW_TCP_LOAD" idle --target "${ADDR[gw]}" --token "$TOKEN" \
         --conns "$IDLE_SESSIONS" --secs "$IDLE_SECS" >"$out" &
@@ -195,8 +209,11 @@ measure_idle() {
     during=$(rss_kib "$pid")
     wait "$LOAD_PID" || die "idle load failed"
     LOAD_PID=
-    printf 'idle\tgw\t1\t%s\t%s\t%s\n' "$before" "$during" "$(grep '^FCTF_TCP_IDLE' "$out")" >>"$RESULTS"
-    log "idle: gateway RSS ${before} KiB before, ${during} KiB with $(grep '^FCTF_TCP_IDLE' "$out")"
+    # The sessions are closed; give the gateway a moment to end them.
+    sleep 2
+    after=$(rss_kib "$pid")
+    printf 'idle\tgw\t1\t%s\t%s\t%s\t%s\n' "$before" "$during" "$(grep '^FCTF_TCP_IDLE' "$out")" "$after" >>"$RESULTS"
+    log "idle: gateway RSS ${before} KiB before, ${during} KiB with $(grep '^FCTF_TCP_IDLE' "$out"), ${after} KiB after they closed"
 }
 
 summarize() {
@@ -215,7 +232,7 @@ for r in rows:
         m = kv(r[5]); n = float(m["conns"])
         conn.setdefault(r[1], []).append((float(m["per_s"]), float(r[3]) * 1e6 / n if n else 0, int(m["p50_us"]), int(m["p99_us"]), int(m["errors"]), float(r[4])))
     elif r[0] == "idle":
-        idle = (int(r[3]), int(r[4]), kv(r[5]))
+        idle = (int(r[3]), int(r[4]), kv(r[5]), int(r[6]) if len(r) > 6 else None)
 med = lambda xs: statistics.median(xs)
 print(f"Bulk throughput ({bulk_conns} connections, client to backend), medians:\n")
 print("| target | Gbit/s | x NGINX | proxy CPU s per GiB | core 0 busy |")
@@ -239,16 +256,20 @@ for t in targets:
     cpu = "-" if t == "direct" else f"{med([x[1] for x in xs]):.1f}"
     print(f"| {t} | {r:.0f} | {ratio} | {cpu} | {med([x[2] for x in xs]):.0f} | {med([x[3] for x in xs]):.0f} | {sum(x[4] for x in xs)} | {med([x[5] for x in xs]):.2f} |")
 if idle:
-    before, during, m = idle
+    before, during, m, after = idle
     n = int(m.get("opened", 0))
     print(f"\nIdle sessions: gateway resident memory {before/1024:.1f} MiB before, {during/1024:.1f} MiB with {n} authenticated idle sessions open"
-          + (f" ({(during-before)*1024/n:.0f} bytes per session)" if n else "") + f"; failed to open: {m.get('failed', '?')}.")
+          + (f" (+{(during-before)/1024:.1f} MiB, {(during-before)*1024/n:.0f} bytes per session; x10,000: {(during-before)*10000/n/1024:.1f} MiB)" if n else "")
+          + (f", {after/1024:.1f} MiB after they closed" if after is not None else "")
+          + f"; failed to open: {m.get('failed', '?')}.")
 PY
 }
 
 main() {
     [[ $(nproc --all) -ge 2 ]] || die "needs 2 CPUs (PROXY_CPU and LOAD_CPU)"
-    ulimit -n 65536 2>/dev/null || log "warning: could not raise the open-file limit ($(ulimit -n))"
+    ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null ||
+        log "warning: could not raise the open-file limit ($(ulimit -n))"
+    log "open-file limit $(ulimit -n); load: $(uptime)"
     install_tools
     build_fctf
     [[ -x $GW_TCP_LOAD ]] || die "no $GW_TCP_LOAD (BUILD=0 needs it built)"
@@ -257,10 +278,15 @@ main() {
     : >"$RESULTS"
     local round target
     for round in $(seq "$ROUNDS"); do
-        for target in $TARGETS; do measure bulk "$target" "$round"; done
-        for target in $TARGETS; do measure connrate "$target" "$round"; done
+        if [[ " $MODES " == *" bulk "* ]]; then
+            for target in $TARGETS; do measure bulk "$target" "$round"; done
+        fi
+        if [[ " $MODES " == *" connrate "* ]]; then
+            for target in $TARGETS; do measure connrate "$target" "$round"; done
+        fi
     done
-    [[ " $TARGETS " != *" gw "* ]] || measure_idle
+    [[ " $TARGETS " != *" gw "* || " $MODES " != *" idle "* ]] || measure_idle
+    log "load after the run: $(uptime)"
     {
         echo
         echo "## Challenge Gateway TCP benchmark, $(date -u +%Y-%m-%dT%H:%MZ)"

@@ -228,7 +228,7 @@ pub struct Admission {
     /// Keyed by the token itself (the cache hashes it with a per-process random key and
     /// compares it whole on a hit).
     grants: moka::sync::Cache<Box<str>, Arc<Grant>, Hasher>,
-    liveness: Option<moka::sync::Cache<(TeamId, ChallengeId), Live, Hasher>>,
+    liveness: Option<moka::sync::Cache<(TeamId, ChallengeId), Seen, Hasher>>,
     local: LocalLimits,
     budgets: moka::sync::Cache<Bucket, Arc<parking_lot::Mutex<LocalBudget>>, Hasher>,
     counters: AdmissionCounters,
@@ -368,44 +368,61 @@ impl Admission {
         self.live(grant).await != Err(Refusal::NotLive)
     }
 
+    /// Returns once the grant's instance is no longer the live one, looking every `every`
+    /// (through the liveness cache, so within `every` + `route_cache_ms` of a stop); never when
+    /// `every` is zero. For sessions that outlive their admission (TCP, WebSocket).
+    pub async fn until_not_live(&self, grant: &Grant, every: Duration) {
+        if every.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(every).await;
+            if !self.still_live(grant).await {
+                return;
+            }
+        }
+    }
+
     /// [`Self::check_live`] without counting.
     async fn live(&self, grant: &Grant) -> Result<(), Refusal> {
         let key = (grant.claims.team, grant.claims.challenge);
-        let cached = self.liveness.as_ref().and_then(|cache| cache.get(&key));
-        let live = match cached {
-            Some(live) => {
-                self.counters
-                    .liveness_cache_hits
-                    .fetch_add(1, Ordering::Relaxed);
-                live
+        if let Some(seen) = self.liveness.as_ref().and_then(|cache| cache.get(&key)) {
+            self.counters
+                .liveness_cache_hits
+                .fetch_add(1, Ordering::Relaxed);
+            let verdict = seen.live.admits(grant.claims.instance);
+            // A refusal from the cache is final only for tokens older than the cached answer:
+            // a token issued since then may name the instance that replaced the cached one
+            // (a fresh start within the route cache time), so the store is asked. Old tokens
+            // of stopped instances stay served from the cache.
+            if verdict.is_ok() || !seen.may_be_older_than(grant.claims.iat) {
+                return verdict;
             }
-            None => {
+        }
+        self.counters
+            .liveness_cache_misses
+            .fetch_add(1, Ordering::Relaxed);
+        match self.store.get_deployment(key.0, key.1).await {
+            Ok(record) => {
+                let live = Live::of(record.as_ref().map(|r| (r.state, r.instance)));
+                if let Some(cache) = &self.liveness {
+                    let at_secs = fctf_core::clock::unix_now_secs();
+                    cache.insert(key, Seen { live, at_secs });
+                }
+                live.admits(grant.claims.instance)
+            }
+            Err(error) => {
                 self.counters
-                    .liveness_cache_misses
+                    .store_fallbacks
                     .fetch_add(1, Ordering::Relaxed);
-                match self.store.get_deployment(key.0, key.1).await {
-                    Ok(record) => {
-                        let live = Live::of(record.as_ref().map(|r| (r.state, r.instance)));
-                        if let Some(cache) = &self.liveness {
-                            cache.insert(key, live);
-                        }
-                        live
-                    }
-                    Err(error) => {
-                        self.counters
-                            .store_fallbacks
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%error, "liveness check without the store");
-                        return if self.settings.fail_closed {
-                            Err(Refusal::StoreDown)
-                        } else {
-                            Ok(())
-                        };
-                    }
+                tracing::warn!(%error, "liveness check without the store");
+                if self.settings.fail_closed {
+                    Err(Refusal::StoreDown)
+                } else {
+                    Ok(())
                 }
             }
-        };
-        live.admits(grant.claims.instance)
+        }
     }
 
     /// [`Self::check_live`], but an instance that is still starting is waited for: its state
@@ -550,18 +567,33 @@ impl Live {
     }
 }
 
+/// A cached liveness answer and when the store gave it (Unix seconds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Seen {
+    live: Live,
+    at_secs: u64,
+}
+
+impl Seen {
+    /// Whether this answer may predate a token issued at `iat` (Unix seconds; both clocks
+    /// count whole seconds, so a token of the same second counts as newer).
+    fn may_be_older_than(self, iat: u64) -> bool {
+        iat >= self.at_secs
+    }
+}
+
 /// Liveness answers are cached for the route cache time, "starting" ones only until the next
 /// recheck of a held request.
 struct LiveFor(Duration);
 
-impl moka::Expiry<(TeamId, ChallengeId), Live> for LiveFor {
+impl moka::Expiry<(TeamId, ChallengeId), Seen> for LiveFor {
     fn expire_after_create(
         &self,
         _: &(TeamId, ChallengeId),
-        live: &Live,
+        seen: &Seen,
         _: Instant,
     ) -> Option<Duration> {
-        Some(match live {
+        Some(match seen.live {
             Live::Starting(_) => self.0.min(STARTING_RECHECK),
             _ => self.0,
         })
@@ -570,11 +602,11 @@ impl moka::Expiry<(TeamId, ChallengeId), Live> for LiveFor {
     fn expire_after_update(
         &self,
         key: &(TeamId, ChallengeId),
-        live: &Live,
+        seen: &Seen,
         now: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        self.expire_after_create(key, live, now)
+        self.expire_after_create(key, seen, now)
     }
 }
 
@@ -703,7 +735,7 @@ pub fn client_key(ip: IpAddr) -> String {
 
 #[cfg(test)]
 mod tests {
-    use fctf_core::store::{DeploymentRecord, MemoryStore};
+    use fctf_core::store::{DeploymentRecord, MemoryStore, Reservation};
     use fctf_core::token::{Keyring, TokenKey, mint};
 
     use super::*;
@@ -819,6 +851,48 @@ mod tests {
             .verify(&mint(&key(), &claims(InstanceId::new())).unwrap(), NOW)
             .unwrap();
         assert_eq!(adm.check_live(&other).await, Err(Refusal::NotLive));
+    }
+
+    #[tokio::test]
+    async fn a_token_newer_than_the_cached_answer_asks_the_store_and_an_old_one_does_not() {
+        let store = Arc::new(MemoryStore::new());
+        let adm = admission(store.clone(), false);
+        // The test's NOW is ahead of the real clock: this token is newer than any cached answer.
+        let fresh = InstanceId::new();
+        let grant = adm
+            .verify(&mint(&key(), &claims(fresh)).unwrap(), NOW)
+            .unwrap();
+        assert_eq!(adm.check_live(&grant).await, Err(Refusal::NotLive));
+        let Reservation::Reserved(mut rec) = store
+            .reserve_instance(
+                &record(fresh, DeploymentState::Queued),
+                3,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+        else {
+            panic!("not reserved");
+        };
+        rec.state = DeploymentState::Running;
+        store
+            .update_deployment(&rec, Duration::from_secs(60))
+            .await
+            .unwrap();
+        // The cache still says "down", but the token may name what replaced it: no refusal.
+        assert_eq!(adm.check_live(&grant).await, Ok(()));
+        let misses = adm.counters().liveness_cache_misses.load(Ordering::Relaxed);
+        assert_eq!(misses, 2);
+
+        // An old token of another instance is refused from the cache, without the store.
+        let mut old = claims(InstanceId::new());
+        old.iat = 1;
+        let old = adm.verify(&mint(&key(), &old).unwrap(), NOW).unwrap();
+        assert_eq!(adm.check_live(&old).await, Err(Refusal::NotLive));
+        assert_eq!(
+            adm.counters().liveness_cache_misses.load(Ordering::Relaxed),
+            misses
+        );
     }
 
     #[tokio::test]

@@ -35,6 +35,7 @@ use crate::admin::Histogram;
 use crate::admission::{Admission, Bucket, ClientKey, Grant, Refusal};
 use crate::client::TrustedProxies;
 use crate::cookie;
+use crate::cut::{self, CutSwitch};
 use crate::framing;
 use crate::host::{HostError, InstanceHosts};
 use crate::redirect;
@@ -114,6 +115,8 @@ pub struct HttpGateway {
     resolver: Resolver,
     settings: HttpSettings,
     counters: Arc<HttpCounters>,
+    /// How often an upgraded connection (WebSocket) checks that its instance is still live.
+    liveness_recheck: Duration,
 }
 
 impl HttpGateway {
@@ -124,7 +127,33 @@ impl HttpGateway {
             resolver: Resolver::new(),
             settings,
             counters: Arc::default(),
+            liveness_recheck: crate::tcp::LIVENESS_RECHECK,
         }
+    }
+
+    /// Upgraded connections (WebSockets) check their instance every `every`, and are cut once
+    /// it is stopped or replaced (the TCP sessions' [`crate::tcp::TcpSettings::liveness_recheck`];
+    /// zero: never). They are cut at their token's expiry in any case.
+    pub fn with_liveness_recheck(mut self, every: Duration) -> Self {
+        self.liveness_recheck = every;
+        self
+    }
+
+    /// Cuts the upgraded connection behind `switch` when the grant's instance stops being the
+    /// live one or its token expires: a task that ends with the request (dropped with `ctx`).
+    fn watch_upgraded(&self, switch: Arc<CutSwitch>, grant: Arc<Grant>) -> Watcher {
+        switch.arm();
+        let admission = self.admission.clone();
+        let every = self.liveness_recheck;
+        Watcher(tokio::spawn(async move {
+            let expires_in =
+                Duration::from_secs(grant.secs_left(fctf_core::clock::unix_now_secs()));
+            tokio::select! {
+                () = admission.until_not_live(&grant, every) => {}
+                () = tokio::time::sleep(expires_in) => {}
+            }
+            switch.cut();
+        }))
     }
 
     /// The counters, for metrics.
@@ -185,6 +214,12 @@ impl HttpGateway {
             if host_instance.is_some_and(|want| want != grant.claims.instance) {
                 // No cookie for a host the token does not open.
                 return Some(self.refuse(Refusal::WrongInstance));
+            }
+            // The same liveness rule as a cookie: a stopped or replaced instance's link sets
+            // no cookie (a player would otherwise follow a redirect to a 403), and a starting
+            // one is waited for as a request would be.
+            if let Err(refusal) = self.admission.await_live(&grant).await {
+                return Some(EarlyAnswer::refusal(refusal));
             }
             if let Err(refusal) = self.limit_token_ip(&grant, client).await {
                 return Some(EarlyAnswer::refusal(refusal));
@@ -350,6 +385,20 @@ pub struct RequestCtx {
     reason: Option<&'static str>,
     /// When the instance was chosen, until its response header arrives (upstream latency).
     upstream_started: Option<Instant>,
+    /// The connection's cut switch, on an upgrade request (its watcher may cut it).
+    cut: Option<Arc<CutSwitch>>,
+    /// Cuts an upgraded connection when its instance stops; ends with the request.
+    watcher: Option<Watcher>,
+}
+
+/// A task watching an upgraded connection's instance; aborted when dropped.
+#[derive(Debug)]
+struct Watcher(tokio::task::JoinHandle<()>);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// A response the gateway writes itself, instead of proxying.
@@ -434,6 +483,8 @@ impl ProxyHttp for HttpGateway {
             started: Instant::now(),
             reason: None,
             upstream_started: None,
+            cut: None,
+            watcher: None,
         }
     }
 
@@ -470,6 +521,12 @@ impl ProxyHttp for HttpGateway {
                 if session.is_upgrade_req() {
                     // A WebSocket may stay idle far longer than a request.
                     session.set_read_timeout(None);
+                    // But it must end when its instance stops, idle or not.
+                    let switch = cut::switch_of(session.as_downstream());
+                    if let (Some(switch), Some(grant)) = (switch, ctx.grant.clone()) {
+                        ctx.watcher = Some(self.watch_upgraded(switch.clone(), grant));
+                        ctx.cut = Some(switch);
+                    }
                 }
                 Ok(false)
             }
@@ -580,7 +637,15 @@ impl ProxyHttp for HttpGateway {
             // Never the query: a first visit carries the token there.
             path = req.uri.path(),
             status,
-            reason = ctx.reason.or(error.map(|e| e.etype().as_str())),
+            reason = if ctx.cut.as_ref().is_some_and(|c| c.is_cut()) {
+                // Cut by its watcher: the token ran out, or else the instance stopped.
+                Some(match grant.map(|g| g.secs_left(fctf_core::clock::unix_now_secs())) {
+                    Some(0) => "token_expired",
+                    _ => "instance_stopped",
+                })
+            } else {
+                ctx.reason.or(error.map(|e| e.etype().as_str()))
+            },
             team = grant.map(|g| g.claims.team.0),
             challenge = grant.map(|g| g.claims.challenge.0),
             instance = grant.map(|g| tracing::field::display(g.claims.instance)),

@@ -9,7 +9,8 @@
 //! checks shared by both protocols (token cache, instance liveness and the starting hold, rate
 //! limits with a local fallback); [`client`] decides who the client is (the peer, or the address
 //! a trusted proxy names); [`http`] and [`tcp`] are the Pingora adapters, [`access`] their access
-//! log, and [`admin`] the health and metrics port. [`server`] runs it all:
+//! log, [`cut`] ends an upgraded HTTP connection from outside (its instance stopped), and
+//! [`admin`] the health and metrics port. [`server`] runs it all:
 //! [`server::run_from_config`] is `fctf gateway`, [`server::spawn`] an in-process gateway.
 
 pub mod access;
@@ -18,6 +19,7 @@ pub mod admission;
 pub mod budget;
 pub mod client;
 pub mod cookie;
+pub mod cut;
 pub mod framing;
 pub mod host;
 pub mod http;

@@ -34,6 +34,7 @@ use tokio::sync::watch;
 use crate::admin::{AdminApp, Metrics};
 use crate::admission::{Admission, AdmissionSettings};
 use crate::client::TrustedProxies;
+use crate::cut::CuttableApp;
 use crate::host::InstanceHosts;
 use crate::http::{HttpGateway, HttpLimits, HttpSettings};
 use crate::routing::Routing;
@@ -344,9 +345,14 @@ fn build(options: GatewayOptions) -> Result<Server, GatewayError> {
     };
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
-    let gateway = HttpGateway::new(options.admission.clone(), options.http_settings);
+    let gateway = HttpGateway::new(options.admission.clone(), options.http_settings)
+        .with_liveness_recheck(options.tcp_settings.liveness_recheck);
     let http_counters = gateway.counters().clone();
-    let http = pingora::proxy::http_proxy_service(&server.configuration, gateway);
+    // Cuttable connections: an upgraded one (WebSocket) is cut when its instance stops.
+    let http = pingora::services::listening::Service::new(
+        "Pingora HTTP Proxy Service".to_owned(),
+        CuttableApp::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
+    );
     add_listening(&mut server, http, options.http, None, |service, addr| {
         service.add_tcp(addr)
     })?;

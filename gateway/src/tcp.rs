@@ -22,7 +22,10 @@ use fctf_core::store::{LeaseOutcome, LeaseScope, RateLimit, StateStore};
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use tokio::io::AsyncWriteExt;
+use std::pin::Pin;
+use std::task::Poll;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::access;
 use crate::admin::Histogram;
@@ -41,8 +44,14 @@ pub const GRANTED: &[u8] = b"access granted\n";
 /// leases for at most this long. Sessions renew theirs every third of it.
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
 
-/// Relay buffer per direction.
-const RELAY_BUFFER: usize = 16 * 1024;
+/// What one direction of a relay reads into while it waits for data: all an idle session holds
+/// (it lives in the session's future), so 10,000 idle sessions cost a few MiB, not the 320 MiB
+/// of two 16 KiB buffers each.
+const RELAY_SMALL: usize = 512;
+
+/// What a direction reads into while data keeps arriving: allocated when a read fills the small
+/// buffer, and freed as soon as a read would wait.
+const RELAY_LARGE: usize = 16 * 1024;
 
 /// Connection caps, each counted by leases in the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -329,9 +338,9 @@ impl TcpGateway {
         let expires_in = Duration::from_secs(grant.secs_left(fctf_core::clock::unix_now_secs()));
         let mut shutdown = shutdown.clone();
         log.reason = tokio::select! {
-            _ = tokio::io::copy_bidirectional_with_sizes(&mut io, &mut upstream, RELAY_BUFFER, RELAY_BUFFER) => "ended",
+            _ = relay(&mut io, &mut upstream) => "ended",
             _ = tokio::time::sleep(expires_in) => "token_expired",
-            _ = self.until_not_live(&grant) => "instance_stopped",
+            _ = self.admission.until_not_live(&grant, self.settings.liveness_recheck) => "instance_stopped",
             _ = async {
                 // Err: the server is gone; end now.
                 if shutdown.wait_for(|stop| *stop).await.is_ok() {
@@ -344,21 +353,6 @@ impl TcpGateway {
             .fetch_sub(1, Ordering::Relaxed);
         drop(leases);
         Ok(())
-    }
-
-    /// Returns once the grant's instance is no longer the live one (checked every
-    /// `liveness_recheck`, through the admission's route cache); never when that is zero.
-    async fn until_not_live(&self, grant: &Grant) {
-        let every = self.settings.liveness_recheck;
-        if every.is_zero() {
-            return std::future::pending().await;
-        }
-        loop {
-            tokio::time::sleep(every).await;
-            if !self.admission.still_live(grant).await {
-                return;
-            }
-        }
     }
 
     fn count_refusal(&self, refusal: LeaseRefusal) {
@@ -551,6 +545,74 @@ impl From<std::io::Error> for Denied {
     }
 }
 
+/// Relays `a` and `b` both ways until both directions have ended (an end of stream is passed on
+/// as a half-close) or either fails.
+async fn relay<A, B>(a: &mut A, b: &mut B) -> std::io::Result<()>
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (a_read, a_write) = tokio::io::split(a);
+    let (b_read, b_write) = tokio::io::split(b);
+    tokio::try_join!(pump(a_read, b_write), pump(b_read, a_write))?;
+    Ok(())
+}
+
+/// Copies `from` to `to` until `from` ends, then shuts `to`'s write side down. Waits for data
+/// with only [`RELAY_SMALL`] bytes of buffer (in the future itself); a read that fills it means
+/// more is coming, and a [`RELAY_LARGE`] buffer is used until a read would wait, then freed.
+async fn pump<R, W>(mut from: R, mut to: W) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut small = [0u8; RELAY_SMALL];
+    loop {
+        let n = from.read(&mut small).await?;
+        if n == 0 {
+            break;
+        }
+        to.write_all(&small[..n]).await?;
+        let mut ended = false;
+        if n == RELAY_SMALL {
+            let mut large = vec![0u8; RELAY_LARGE];
+            // Reads that find data at once; `None` once one would wait.
+            while let Some(read) = try_read(&mut from, &mut large).await {
+                match read? {
+                    0 => {
+                        ended = true;
+                        break;
+                    }
+                    n => to.write_all(&large[..n]).await?,
+                }
+            }
+        }
+        // Pingora's streams may buffer writes: what was relayed must go out before waiting.
+        to.flush().await?;
+        if ended {
+            break;
+        }
+    }
+    to.shutdown().await
+}
+
+/// One read of `from` into `buf` if it can complete now; `None` if it would wait (the waker it
+/// leaves is harmless: the next read registers again).
+async fn try_read<R: AsyncRead + Unpin>(
+    from: &mut R,
+    buf: &mut [u8],
+) -> Option<std::io::Result<usize>> {
+    std::future::poll_fn(|cx| {
+        let mut read = ReadBuf::new(buf);
+        Poll::Ready(match Pin::new(&mut *from).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => Some(Ok(read.filled().len())),
+            Poll::Ready(Err(error)) => Some(Err(error)),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 async fn write_flush(io: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
     io.write_all(bytes).await?;
     // Pingora streams may buffer writes: the client must see the line now.
@@ -730,6 +792,45 @@ impl Drop for LocalLease {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_relay_carries_bursts_and_small_writes_both_ways_and_passes_half_closes_on() {
+        let (mut client, mut near) = tokio::io::duplex(64 * 1024);
+        let (mut far, mut backend) = tokio::io::duplex(64 * 1024);
+        let relay = tokio::spawn(async move { relay(&mut near, &mut far).await });
+
+        // A burst much larger than both buffers, byte-exact, while small writes go back.
+        let burst: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let sent = burst.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client
+        });
+        let mut got = vec![0u8; burst.len()];
+        backend.read_exact(&mut got).await.unwrap();
+        assert!(got == burst, "the burst arrived byte-exact");
+        let mut client = writer.await.unwrap();
+        backend.write_all(b"ok\n").await.unwrap();
+        let mut line = [0u8; 3];
+        client.read_exact(&mut line).await.unwrap();
+        assert_eq!(&line, b"ok\n");
+
+        // The client half-closes: the backend sees the end, and can still answer.
+        client.shutdown().await.unwrap();
+        let mut rest = Vec::new();
+        backend.read_to_end(&mut rest).await.unwrap();
+        assert!(rest.is_empty());
+        backend.write_all(b"bye").await.unwrap();
+        backend.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        assert_eq!(answer, b"bye");
+        tokio::time::timeout(Duration::from_secs(2), relay)
+            .await
+            .expect("the relay ends when both directions have")
+            .unwrap()
+            .unwrap();
+    }
 
     #[test]
     fn local_caps_count_every_scope_or_none_and_uncount_on_drop() {

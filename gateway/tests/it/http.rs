@@ -7,7 +7,7 @@ use fctf_core::store::{DeploymentState, MemoryStore, RateLimit, RedisStore, Stat
 
 use fctf_core::token::mint;
 use fctf_gateway::http::HttpLimits;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::*;
 
@@ -136,6 +136,54 @@ async fn refused_tokens_never_reach_the_instance() {
         "only the valid request was proxied"
     );
     gw.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_visit_with_a_stopped_or_unknown_instances_token_is_refused_at_once() {
+    let backend = Backend::start().await;
+    let store = redis_store().await;
+    let route = backend.addr.to_string();
+    let mut inst = run_instance(&*store, 8, 3, &route).await;
+    let gw = start_gateway(store.clone(), generous_limits());
+    let addr = gw.http_addr().expect("bound");
+    let token = inst.token();
+
+    let visit = get(addr, &format!("/p?fctftoken={token}"), None).await;
+    assert_eq!(visit.status, 302, "{visit:?}");
+
+    // An instance the store never knew (a token for it is authentic, but opens nothing).
+    let unknown = {
+        let mut claims = inst.claims(600);
+        claims.instance = fctf_core::ids::InstanceId::new();
+        mint(&key(), &claims).expect("mint")
+    };
+    // A (team, challenge) with no record at all.
+    let no_record = {
+        let mut claims = inst.claims(600);
+        claims.challenge = fctf_core::ids::ChallengeId(99_999);
+        mint(&key(), &claims).expect("mint")
+    };
+    for token in [&unknown, &no_record] {
+        let refused = get(addr, &format!("/p?fctftoken={token}"), None).await;
+        assert_eq!(refused.status, 403, "{refused:?}");
+        assert!(refused.header("set-cookie").is_none(), "{refused:?}");
+        assert!(refused.body.contains("no longer running"), "{refused:?}");
+        assert!(refused.closed, "an early answer closes the connection");
+    }
+
+    set_state(&*store, &mut inst, DeploymentState::Stopping).await;
+    let stopped = get(addr, &format!("/p?fctftoken={token}"), None).await;
+    assert_eq!(stopped.status, 403, "{stopped:?}");
+    assert!(stopped.header("set-cookie").is_none(), "{stopped:?}");
+    assert!(stopped.header("location").is_none(), "{stopped:?}");
+    assert!(stopped.body.contains("no longer running"), "{stopped:?}");
+    // The cookie path answers the same.
+    let by_cookie = get(addr, "/p", Some(&format!("FCTF_Auth_Token={token}"))).await;
+    assert_eq!(by_cookie.status, stopped.status);
+    assert_eq!(by_cookie.body, stopped.body);
+    assert!(backend.heads().is_empty(), "nothing was proxied");
+    gw.stop();
+    release(&*store, &inst).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -352,6 +400,82 @@ async fn a_websocket_upgrade_is_tunnelled() {
     let heads = backend.heads();
     assert!(!heads[0].contains("FCTF_Auth_Token"), "{}", heads[0]);
     gw.stop();
+}
+
+/// Opens a WebSocket-style upgrade through the gateway with `token` and checks that bytes are
+/// echoed through it.
+async fn open_upgraded(addr: std::net::SocketAddr, token: &str) -> tokio::net::TcpStream {
+    let mut conn = connect(addr).await;
+    let request = format!(
+        "GET /ws HTTP/1.1\r\nHost: chal.test\r\nCookie: FCTF_Auth_Token={token}\r\n\
+         Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    );
+    conn.write_all(request.as_bytes()).await.expect("write");
+    let head = read_until_blank_line(&mut conn).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    conn.write_all(b"ping").await.expect("write");
+    assert_eq!(read_exactly(&mut conn, 4).await, b"ping");
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_websocket_ends_when_its_instance_stops() {
+    let backend = Backend::start().await;
+    let store = redis_store().await;
+    let route = backend.addr.to_string();
+    let mut stopping = run_instance(&*store, 94, 1, &route).await;
+    let running = run_instance(&*store, 94, 2, &route).await;
+    let mut tcp = tcp_settings(15);
+    tcp.liveness_recheck = Duration::from_millis(300);
+    let gw = start_gateway_with(store.clone(), generous_limits(), tcp);
+    let addr = gw.http_addr().expect("bound");
+
+    let mut idle = open_upgraded(addr, &stopping.token()).await;
+    let mut busy = open_upgraded(addr, &stopping.token()).await;
+    let mut other = open_upgraded(addr, &running.token()).await;
+    // Live connections outlast several rechecks.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for conn in [&mut idle, &mut busy, &mut other] {
+        conn.write_all(b"still").await.expect("write");
+        assert_eq!(read_exactly(conn, 5).await, b"still");
+    }
+
+    set_state(&*store, &mut stopping, DeploymentState::Stopping).await;
+    let stopped_at = std::time::Instant::now();
+    // One keeps sending while the other sends nothing at all: both are cut.
+    let sender = tokio::spawn(async move {
+        let mut buf = [0u8; 4];
+        for _ in 0..100 {
+            if busy.write_all(b"more").await.is_err() {
+                return true;
+            }
+            match tokio::time::timeout(Duration::from_secs(5), busy.read_exact(&mut buf)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return true,
+                Err(_) => return false,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    });
+    // `closes` waits at most 5 s; the recheck is every 300 ms.
+    assert!(closes(&mut idle).await, "the idle WebSocket is closed");
+    eprintln!(
+        "idle WebSocket closed {:?} after the stop",
+        stopped_at.elapsed()
+    );
+    assert!(
+        sender.await.expect("sender"),
+        "the busy WebSocket is closed"
+    );
+
+    // The other instance's WebSocket goes on.
+    other.write_all(b"on").await.expect("write");
+    assert_eq!(read_exactly(&mut other, 2).await, b"on");
+    gw.stop();
+    release(&*store, &stopping).await;
+    release(&*store, &running).await;
 }
 
 /// Reads a response head byte by byte (so nothing after it is consumed).

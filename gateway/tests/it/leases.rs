@@ -43,10 +43,10 @@ async fn a_live_session_re_asserts_its_leases_after_the_store_lost_them() {
     for key in scopes {
         wait_leases(&*store, key, 1).await;
     }
-    assert_eq!(
-        metric(admin, "fctf_gateway_tcp_leases_reasserted_total").await,
-        1
-    );
+    // At least once: on a loaded machine a renewal late by more than the 3 s time to live
+    // re-asserts too.
+    let reasserted = metric(admin, "fctf_gateway_tcp_leases_reasserted_total").await;
+    assert!(reasserted >= 1, "re-asserted {reasserted} times");
     assert_eq!(metric(admin, "fctf_gateway_tcp_leases_lost_total").await, 0);
     // The session went on through it all.
     conn.write_all(b"still here\n").await.expect("write");

@@ -15,3 +15,4 @@ mod proxy_protocol;
 mod starting;
 mod support;
 mod tcp;
+mod two_gateways;

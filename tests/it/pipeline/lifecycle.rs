@@ -277,13 +277,10 @@ async fn the_token_of_a_stopped_instance_opens_nothing_at_the_gateway() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // A new first visit only trades the token for the cookie (docs/gateway.md: the visit is
-    // answered by the gateway, not proxied); where it leads is refused.
+    // A new first visit with the old token is refused at once: the gateway checks the
+    // instance before trading the token for a cookie.
     let (status, visit) = get(addr, &format!("/?fctftoken={token}"), None).await;
-    assert!(
-        matches!(status, 302 | 403),
-        "a new visit with the old token: {visit}"
-    );
+    assert_eq!(status, 403, "a new visit with the old token: {visit}");
     let (status, answer) = get(addr, "/", Some(&cookie)).await;
     assert_eq!(status, 403, "{answer}");
 
