@@ -115,11 +115,25 @@ pub fn consumer(args: &RoleArgs) -> Result<Exit, Failure> {
             .await
             .or_exit(Exit::Unavailable)?;
         let settings = fctf_workers::consumer::ConsumerSettings::from_config(&config);
-        fctf_workers::consumer::run(queue, store, runtime, settings, shutdown_signal())
-            .await
-            .map_err(anyhow::Error::from)
-            .map_err(|e| e.context("running the Deployment Consumer"))
-            .or_exit(Exit::Software)
+        let metrics = std::sync::Arc::new(fctf_workers::consumer::ConsumerMetrics::default());
+        let counted = metrics.clone();
+        serve_metrics(
+            &config.consumer.metrics_listen,
+            std::sync::Arc::new(move || counted.snapshot().to_prometheus()),
+        )
+        .await?;
+        fctf_workers::consumer::run_with_metrics(
+            queue,
+            store,
+            runtime,
+            settings,
+            metrics,
+            shutdown_signal(),
+        )
+        .await
+        .map_err(anyhow::Error::from)
+        .map_err(|e| e.context("running the Deployment Consumer"))
+        .or_exit(Exit::Software)
     })?;
     Ok(Exit::Ok)
 }
@@ -167,19 +181,38 @@ pub fn listener(args: &RoleArgs) -> Result<Exit, Failure> {
         // The contest end is read from the contest settings in the database.
         let contest = platform::contest_window(&config, db.clone());
         let feed = platform::change_feed(&runtime);
-        fctf_workers::listener::run(
+        let metrics = std::sync::Arc::new(fctf_workers::listener::ListenerMetrics::default());
+        let counted = metrics.clone();
+        serve_metrics(
+            &config.listener.metrics_listen,
+            std::sync::Arc::new(move || counted.snapshot().to_prometheus()),
+        )
+        .await?;
+        fctf_workers::listener::run_with_metrics(
             runtime,
             store,
             db,
             contest,
             feed,
             config.listener.clone(),
+            metrics,
             shutdown_signal(),
         )
         .await;
         Ok(())
     })?;
     Ok(Exit::Ok)
+}
+
+/// Binds a worker role's `/metrics` on `listen` (exit 69 when it cannot) and serves it for the
+/// rest of the process.
+async fn serve_metrics(listen: &str, render: fctf_workers::metrics::Render) -> Result<(), Failure> {
+    let server = fctf_workers::metrics::MetricsServer::bind(listen)
+        .await
+        .map_err(|e| anyhow!("binding the metrics listener {listen}: {e}"))
+        .or_exit(Exit::Unavailable)?;
+    tokio::spawn(server.serve(render, std::future::pending()));
+    Ok(())
 }
 
 /// A role that runs as a process of its own must share its state with the others: the

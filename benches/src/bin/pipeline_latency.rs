@@ -8,20 +8,37 @@
 //! The Deployment Center, the Deployment Consumer and the Deployment Listener run in this
 //! process, on the in-process queue and store (or RabbitMQ + Redis + MariaDB with `--real`), over
 //! the local runtime. Each instance runs this same binary as a trivial TCP server
-//! (`pipeline_latency --serve`: bind `$HOST:$PORT`, accept forever). `--count` starts are sent
-//! at once; then, per instance:
+//! (`pipeline_latency --serve`: bind `$HOST:$PORT`, print `listening <unix ms>`, accept
+//! forever). `--count` starts are sent at once; then, per instance (all times on this machine's
+//! wall clock, in milliseconds):
 //!
 //! - `total` = Running written to the store (the record's `updated_at_ms`) - start request sent;
-//! - `process` = ready seen by the runtime - spawned (`Observed::phase_since_ms -
-//!   created_at_ms`): the process start itself, including the runtime's 100 ms readiness poll;
-//! - `control` = `total - process`: queueing, the consumer, the deploy call, the listener's
-//!   poll and pass, the store writes.
+//! - `process` = the instance's own start: spawned (the runtime's `created_at_ms`, taken when
+//!   `exec` succeeded) -> listening (the instance's own line, printed once it bound its port);
+//! - `control` = `total - process`: everything the control plane adds, including the wait
+//!   behind the other starts, the runtime's readiness detection, the listener and the writes.
 //!
-//! `--poll-ms` is the listener's snapshot poll of the local runtime (`fctf up` uses 100).
+//! `control` is split into stages (each instance's own stamps; a `deploy` wrapper stamps when
+//! the consumer called the runtime):
+//!
+//! - `request -> accepted`: the Deployment Center's start (quota reservation, record, publish);
+//! - `accepted -> deploy call` (**queued behind others**): the job waits in the queue and the
+//!   consumer's prefetch window for the earlier jobs, then the consumer's own reads;
+//! - `deploy call -> spawned`: the runtime's deploy up to the process running (its locks, port,
+//!   directories, fork and exec);
+//! - `listening -> ready seen`: the runtime's readiness detection;
+//! - `ready seen -> Running`: the listener learning of it and writing Running.
+//!
+//! `control, own work` = `control - queued behind others` is what one start costs the control
+//! plane on its own; the queueing is reported next to it, not hidden.
+//!
+//! `--poll-ms` is the listener's snapshot poll of the local runtime, its backstop (`fctf up`
+//! uses 100): the runtime announces its changes, which wakes the poller at once.
 
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use fctf_control::deployment::contract::{DeploymentControl, InstanceKey, StartRequest};
@@ -31,7 +48,7 @@ use fctf_core::config::DeploymentConfig;
 use fctf_core::db::{Database, ScratchDatabase};
 use fctf_core::ids::{ChallengeId, InstanceId, TeamId};
 use fctf_core::queue::{AmqpQueue, DeploySpec, JobQueue, MemoryQueue, Topology};
-use fctf_core::runtime::{InstanceRuntime, Phase};
+use fctf_core::runtime::{InstanceRef, InstanceRuntime, Observed, Phase, Placement, RuntimeResult};
 use fctf_core::store::{DeploymentState, MemoryStore, RedisStore, StateStore};
 use fctf_workers::consumer::{self, ConsumerSettings};
 use fctf_workers::listener::poll::SnapshotPoller;
@@ -72,7 +89,22 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
 }
 
 /// The instance program: accept connections on `$HOST:$PORT` until killed.
+/// Appends `message` to the run's error file (`$PIPELINE_LATENCY_ERRORS`), which outlives the
+/// instance's own output (removed with it), so a failed start can be told apart.
+fn report(message: &str) {
+    eprintln!("{message}");
+    if let Some(path) = std::env::var_os("PIPELINE_LATENCY_ERRORS")
+        && let Ok(mut file) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+    {
+        let _ = writeln!(file, "pid {}: {message}", std::process::id());
+    }
+}
+
 fn serve() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| report(&format!("panic: {info}"))));
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".to_owned());
     let Some(port) = std::env::var("PORT")
         .ok()
@@ -84,10 +116,14 @@ fn serve() -> ExitCode {
     let listener = match std::net::TcpListener::bind((host.as_str(), port)) {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("bind {host}:{port}: {e}");
+            report(&format!("bind {host}:{port}: {e}"));
             return ExitCode::FAILURE;
         }
     };
+    // The instance's own account of when it could take connections (stdout is the runtime's
+    // log file of this instance).
+    println!("listening {}", unix_now_millis());
+    let _ = std::io::stdout().flush();
     for conn in listener.incoming() {
         drop(conn);
     }
@@ -123,6 +159,72 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The local runtime, with the time each instance's `deploy` was called.
+#[derive(Debug)]
+struct Stamped {
+    local: LocalRuntime,
+    deploy_called_ms: Mutex<HashMap<InstanceId, u64>>,
+}
+
+impl Stamped {
+    fn deploy_called(&self, instance: InstanceId) -> Option<u64> {
+        self.deploy_called_ms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&instance)
+            .copied()
+    }
+}
+
+#[async_trait::async_trait]
+impl InstanceRuntime for Stamped {
+    fn kind(&self) -> &'static str {
+        self.local.kind()
+    }
+
+    async fn deploy(
+        &self,
+        id: &InstanceRef,
+        spec: &DeploySpec,
+        started_at_ms: u64,
+    ) -> RuntimeResult<Placement> {
+        // The first call counts (a redelivery finds the instance).
+        self.deploy_called_ms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(id.instance)
+            .or_insert_with(unix_now_millis);
+        self.local.deploy(id, spec, started_at_ms).await
+    }
+
+    async fn remove(&self, id: &InstanceRef) -> RuntimeResult<()> {
+        self.local.remove(id).await
+    }
+
+    async fn in_progress(&self) -> RuntimeResult<u32> {
+        self.local.in_progress().await
+    }
+
+    async fn snapshot(&self) -> RuntimeResult<Vec<Observed>> {
+        self.local.snapshot().await
+    }
+
+    async fn logs(&self, id: &InstanceRef, tail: u32) -> RuntimeResult<String> {
+        self.local.logs(id, tail).await
+    }
+
+    async fn set_deadline(&self, id: &InstanceRef, ends_at_ms: u64) -> RuntimeResult<()> {
+        self.local.set_deadline(id, ends_at_ms).await
+    }
+}
+
+/// The `listening <unix ms>` line an instance printed.
+fn listening_at(output: &str) -> Option<u64> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("listening ")?.trim().parse().ok())
 }
 
 /// The `p`-th percentile (nearest rank) of sorted `values`.
@@ -191,7 +293,11 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         },
     )
     .await?;
-    let instance_runtime: Arc<dyn InstanceRuntime> = Arc::new(local.clone());
+    let stamped = Arc::new(Stamped {
+        local: local.clone(),
+        deploy_called_ms: Mutex::new(HashMap::new()),
+    });
+    let instance_runtime: Arc<dyn InstanceRuntime> = stamped.clone();
     let center = Arc::new(DeploymentCenter::new(
         store.clone(),
         queue.clone(),
@@ -227,178 +333,235 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         stopped(stop_rx.clone()),
     ));
 
-    let program = std::env::current_exe()?.to_string_lossy().into_owned();
-    let spec = DeploySpec {
-        challenge_name: "latency".to_owned(),
-        image: None,
-        command: Some(vec![program, "--serve".to_owned()]),
-        container_port: 80,
-        cpu_millicores: 100,
-        memory_mib: 64,
-        use_gvisor: false,
-        harden: false,
-        lifetime_secs: 3600,
-        env: BTreeMap::new(),
-    };
-    // The cost of one spawn (the local runtime's `deploy`, which runs one at a time): 20
-    // deploys straight on the runtime, one after the other, then removed.
-    let mut spawn_costs = Vec::new();
-    for i in 0..20 {
-        let id = fctf_core::runtime::InstanceRef {
-            team: TeamId(1_000_000 + i),
-            challenge: ChallengeId(1),
-            instance: InstanceId::new(),
+    // Measured in a block of its own, so the instances, the queue and the database are
+    // cleaned up however it ends.
+    let measured: Result<(), BoxError> = async {
+        let program = std::env::current_exe()?.to_string_lossy().into_owned();
+        let errors = dir.join("errors.log");
+        let spec = DeploySpec {
+            challenge_name: "latency".to_owned(),
+            image: None,
+            command: Some(vec![program, "--serve".to_owned()]),
+            container_port: 80,
+            cpu_millicores: 100,
+            memory_mib: 64,
+            use_gvisor: false,
+            harden: false,
+            lifetime_secs: 3600,
+            env: BTreeMap::from([(
+                "PIPELINE_LATENCY_ERRORS".to_owned(),
+                errors.to_string_lossy().into_owned(),
+            )]),
         };
-        let before = Instant::now();
-        local.deploy(&id, &spec, unix_now_millis()).await?;
-        spawn_costs.push(u64::try_from(before.elapsed().as_micros()).unwrap_or(u64::MAX));
-        local.remove(&id).await?;
-    }
-    spawn_costs.sort_unstable();
+        // The cost of one spawn (the local runtime's `deploy`, which runs one at a time): 20
+        // deploys straight on the runtime, one after the other, then removed.
+        let mut spawn_costs = Vec::new();
+        for i in 0..20 {
+            let id = fctf_core::runtime::InstanceRef {
+                team: TeamId(1_000_000 + i),
+                challenge: ChallengeId(1),
+                instance: InstanceId::new(),
+            };
+            let before = Instant::now();
+            local.deploy(&id, &spec, unix_now_millis()).await?;
+            spawn_costs.push(u64::try_from(before.elapsed().as_micros()).unwrap_or(u64::MAX));
+            local.remove(&id).await?;
+        }
+        spawn_costs.sort_unstable();
 
-    // 3 challenges per team, as a contest's teams start them.
-    let keys: Vec<InstanceKey> = (0..args.count)
-        .map(|i| InstanceKey {
-            team: TeamId(i64::from(i / 3) + 1),
-            challenge: ChallengeId(i64::from(i % 3) + 1),
-        })
-        .collect();
-    let began = Instant::now();
-    let mut starts = tokio::task::JoinSet::new();
-    for key in &keys {
-        let (center, request) = (
-            center.clone(),
-            StartRequest {
-                key: *key,
-                quota: 3,
-                spec: spec.clone(),
-                contest_ends_at_ms: None,
-            },
-        );
-        starts.spawn(async move {
-            let sent = unix_now_millis();
-            let answer = center.start(&request).await;
-            (request.key, sent, answer)
-        });
-    }
-    let mut sent_at = HashMap::new();
-    let mut instance_of = HashMap::new();
-    for (key, sent, answer) in starts.join_all().await {
-        let status = answer.map_err(|e| format!("start {key:?}: {e:?}"))?;
-        sent_at.insert(key, sent);
-        instance_of.insert(key, status.instance.ok_or("no instance id")?);
-    }
-    let queued_in = began.elapsed();
-
-    // Every record Running (bounded: 120 s).
-    let mut running_at = HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while running_at.len() < keys.len() {
+        // 3 challenges per team, as a contest's teams start them.
+        let keys: Vec<InstanceKey> = (0..args.count)
+            .map(|i| InstanceKey {
+                team: TeamId(i64::from(i / 3) + 1),
+                challenge: ChallengeId(i64::from(i % 3) + 1),
+            })
+            .collect();
+        let began = Instant::now();
+        let mut starts = tokio::task::JoinSet::new();
         for key in &keys {
-            if running_at.contains_key(key) {
-                continue;
-            }
-            if let Some(record) = store.get_deployment(key.team, key.challenge).await? {
-                match record.state {
-                    DeploymentState::Running => {
-                        running_at.insert(*key, record.updated_at_ms);
+            let (center, request) = (
+                center.clone(),
+                StartRequest {
+                    key: *key,
+                    quota: 3,
+                    spec: spec.clone(),
+                    contest_ends_at_ms: None,
+                },
+            );
+            starts.spawn(async move {
+                let sent = unix_now_millis();
+                let answer = center.start(&request).await;
+                (request.key, sent, unix_now_millis(), answer)
+            });
+        }
+        let mut sent_at = HashMap::new();
+        let mut accepted_at = HashMap::new();
+        let mut instance_of = HashMap::new();
+        for (key, sent, accepted, answer) in starts.join_all().await {
+            let status = answer.map_err(|e| format!("start {key:?}: {e:?}"))?;
+            sent_at.insert(key, sent);
+            accepted_at.insert(key, accepted);
+            instance_of.insert(key, status.instance.ok_or("no instance id")?);
+        }
+        let queued_in = began.elapsed();
+
+        // Every record Running (bounded: 120 s).
+        let mut running_at = HashMap::new();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while running_at.len() < keys.len() {
+            for key in &keys {
+                if running_at.contains_key(key) {
+                    continue;
+                }
+                if let Some(record) = store.get_deployment(key.team, key.challenge).await? {
+                    match record.state {
+                        DeploymentState::Running => {
+                            running_at.insert(*key, record.updated_at_ms);
+                        }
+                        DeploymentState::Failed => {
+                            let said = std::fs::read_to_string(&errors).unwrap_or_default();
+                            return Err(format!(
+                                "{key:?} failed: {:?}; instances reported: {said:?}",
+                                record.reason
+                            )
+                            .into());
+                        }
+                        _ => {}
                     }
-                    DeploymentState::Failed => {
-                        return Err(format!("{key:?} failed: {:?}", record.reason).into());
-                    }
-                    _ => {}
                 }
             }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "only {} of {} Running in 120 s",
+                    running_at.len(),
+                    keys.len()
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "only {} of {} Running in 120 s",
-                running_at.len(),
-                keys.len()
-            )
-            .into());
+        let all_running_in = began.elapsed();
+
+        let observed: HashMap<_, _> = local
+            .snapshot()
+            .await?
+            .into_iter()
+            .map(|o| (o.id.instance, o))
+            .collect();
+        let mut s = Stages::default();
+        for key in &keys {
+            let o = observed
+                .get(&instance_of[key])
+                .ok_or_else(|| format!("{key:?}: no process"))?;
+            if o.phase != (Phase::Started { ready: true }) {
+                return Err(format!("{key:?}: {:?}", o.phase).into());
+            }
+            let output = local.logs(&o.id, 20).await?;
+            let listening = listening_at(&output)
+                .ok_or_else(|| format!("{key:?}: no `listening` line in {output:?}"))?;
+            let called = stamped
+                .deploy_called(o.id.instance)
+                .ok_or_else(|| format!("{key:?}: deploy never called"))?;
+            let (sent, accepted, running) = (sent_at[key], accepted_at[key], running_at[key]);
+            let (spawned, ready_seen) = (o.created_at_ms, o.phase_since_ms);
+            let total = running.saturating_sub(sent);
+            let process = listening.saturating_sub(spawned);
+            let control = total.saturating_sub(process);
+            let queued = called.saturating_sub(accepted);
+            s.total.push(total);
+            s.process.push(process);
+            s.control.push(control);
+            s.own.push(control.saturating_sub(queued));
+            s.accept.push(accepted.saturating_sub(sent));
+            s.queued.push(queued);
+            s.in_deploy.push(spawned.saturating_sub(called));
+            s.detect.push(ready_seen.saturating_sub(listening));
+            s.listener.push(running.saturating_sub(ready_seen));
+            s.old_process.push(ready_seen.saturating_sub(spawned));
+            s.old_control
+                .push(total.saturating_sub(ready_seen.saturating_sub(spawned)));
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let all_running_in = began.elapsed();
 
-    let observed: HashMap<_, _> = local
-        .snapshot()
-        .await?
-        .into_iter()
-        .map(|o| (o.id.instance, o))
-        .collect();
-    let (mut total, mut process, mut control, mut to_spawn, mut ready_to_running) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for key in &keys {
-        let o = observed
-            .get(&instance_of[key])
-            .ok_or_else(|| format!("{key:?}: no process"))?;
-        if o.phase != (Phase::Started { ready: true }) {
-            return Err(format!("{key:?}: {:?}", o.phase).into());
-        }
-        let sent = sent_at[key];
-        let running = running_at[key];
-        let t = running.saturating_sub(sent);
-        let p = o.phase_since_ms.saturating_sub(o.created_at_ms);
-        total.push(t);
-        process.push(p);
-        control.push(t.saturating_sub(p));
-        to_spawn.push(o.created_at_ms.saturating_sub(sent));
-        ready_to_running.push(running.saturating_sub(o.phase_since_ms));
+        println!(
+            "pipeline_latency: {} starts at once ({}; local runtime; listener poll {} ms)",
+            keys.len(),
+            if args.real {
+                "RabbitMQ + Redis + MariaDB"
+            } else {
+                "in-process queue and store, SQLite"
+            },
+            args.poll.as_millis()
+        );
+        println!(
+            "all accepted in {} ms; all Running in {} ms",
+            queued_in.as_millis(),
+            all_running_in.as_millis()
+        );
+        println!("{}", line("request -> Running (total)", s.total));
+        println!("{}", line("spawned -> listening (proc)", s.process));
+        println!("{}", line("control = total - proc", s.control.clone()));
+        println!("{}", line("  control, own work", s.own));
+        println!("{}", line("  request -> accepted", s.accept));
+        println!("{}", line("  accepted -> deploy call", s.queued));
+        println!("{}", line("  deploy call -> spawned", s.in_deploy));
+        println!("{}", line("  listening -> ready seen", s.detect));
+        println!("{}", line("  ready seen -> Running", s.listener));
+        println!("{}", line("old def.: spawn -> ready seen", s.old_process));
+        println!("{}", line("old def.: total - that", s.old_control));
+        let mut control = s.control;
+        println!(
+            "one spawn (deploy call, alone) p50 {:.1} ms  max {:.1} ms: {} spawns in a row take ~{} ms",
+            percentile(&spawn_costs, 50.0) as f64 / 1000.0,
+            spawn_costs.last().copied().unwrap_or(0) as f64 / 1000.0,
+            keys.len(),
+            percentile(&spawn_costs, 50.0) * keys.len() as u64 / 1000
+        );
+        let m = listener_metrics.snapshot();
+        println!(
+            "listener: {} full passes, {} hint passes, {} hints ({} dropped), {} lost races",
+            m.passes_full, m.passes_instance, m.hints, m.hints_dropped, m.conflicts
+        );
+        control.sort_unstable();
+        let p99 = percentile(&control, 99.0);
+        println!(
+            "goal p99 <= 50 ms: {}",
+            if p99 <= 50 { "met" } else { "NOT met" }
+        );
+        Ok(())
     }
+    .await;
 
-    println!(
-        "pipeline_latency: {} starts at once ({}; local runtime; listener poll {} ms)",
-        keys.len(),
-        if args.real {
-            "RabbitMQ + Redis + MariaDB"
-        } else {
-            "in-process queue and store, SQLite"
-        },
-        args.poll.as_millis()
-    );
-    println!(
-        "all accepted in {} ms; all Running in {} ms",
-        queued_in.as_millis(),
-        all_running_in.as_millis()
-    );
-    println!("{}", line("request -> Running (total)", total));
-    println!("{}", line("spawn -> ready (process)", process));
-    println!("{}", line("control plane (total-proc)", control.clone()));
-    println!("{}", line("  request -> spawn", to_spawn));
-    println!("{}", line("  ready seen -> Running", ready_to_running));
-    println!(
-        "one spawn (deploy call, alone) p50 {:.1} ms  max {:.1} ms: {} spawns in a row take ~{} ms",
-        percentile(&spawn_costs, 50.0) as f64 / 1000.0,
-        spawn_costs.last().copied().unwrap_or(0) as f64 / 1000.0,
-        keys.len(),
-        percentile(&spawn_costs, 50.0) * keys.len() as u64 / 1000
-    );
-    let m = listener_metrics.snapshot();
-    println!(
-        "listener: {} full passes, {} hint passes, {} hints ({} dropped), {} lost races",
-        m.passes_full, m.passes_instance, m.hints, m.hints_dropped, m.conflicts
-    );
-    control.sort_unstable();
-    let p99 = percentile(&control, 99.0);
-    println!(
-        "goal p99 <= 50 ms: {}",
-        if p99 <= 50 { "met" } else { "NOT met" }
-    );
-
-    for o in local.snapshot().await? {
-        let _ = local.remove(&o.id).await;
-    }
+    // The consumer and listener first, so nothing is redeployed or touched while it goes.
     let _ = stop_tx.send(true);
     let _ = consumer.await;
     let _ = listening.await;
+    for o in local.snapshot().await.unwrap_or_default() {
+        let _ = local.remove(&o.id).await;
+    }
     if let Some(scratch) = scratch {
         scratch.drop_database().await?;
         delete_topology(&topology).await;
     }
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    measured
+}
+
+/// Per instance, in start order: the metric and its stages (see the module docs).
+#[derive(Debug, Default)]
+struct Stages {
+    total: Vec<u64>,
+    process: Vec<u64>,
+    control: Vec<u64>,
+    own: Vec<u64>,
+    accept: Vec<u64>,
+    queued: Vec<u64>,
+    in_deploy: Vec<u64>,
+    detect: Vec<u64>,
+    listener: Vec<u64>,
+    /// The definitions of the first version of this benchmark, for comparison: the process
+    /// start as the runtime saw it (readiness detection included) and `total` minus it.
+    old_process: Vec<u64>,
+    old_control: Vec<u64>,
 }
 
 /// Deletes the benchmark's queues and exchanges from the broker (`--real`).

@@ -49,6 +49,9 @@ config_section! {
         trusted_proxies: Vec<IpNet> = Vec::new();
         /// Where challenge files are stored (a directory; created when missing).
         files_dir: String = "data/files".to_owned(), check Name { max: 4096, allow_empty: false };
+        /// Most bytes of files one admin upload may carry (`POST /api/v1/files`, multipart or
+        /// base64 JSON); a larger upload is refused with 413 and nothing is stored.
+        max_upload_bytes: u64 = 100 * 1024 * 1024, check Range(1024, 16 * 1024 * 1024 * 1024);
     }
 }
 
@@ -113,6 +116,9 @@ config_section! {
         retry_base_ms: u64 = 1000, check Range(1, 600_000);
         /// Longest delay between retries, in milliseconds.
         retry_max_ms: u64 = 30_000, check Range(1, 3_600_000);
+        /// Address of `fctf consumer`'s metrics listener (`GET /metrics`: jobs taken, settled,
+        /// deploy durations; `GET /healthz`).
+        metrics_listen: String = "127.0.0.1:9103".to_owned(), check ListenAddr;
     }
 }
 
@@ -163,5 +169,8 @@ config_section! {
         creating_grace_secs: u64 = 300, check Range(1, 86_400);
         /// Seconds a started instance may stay not ready before it is Failed.
         not_ready_grace_secs: u64 = 180, check Range(1, 86_400);
+        /// Address of `fctf listener`'s metrics listener (`GET /metrics`: reconcile passes and
+        /// actions by kind, hints, lost races; `GET /healthz`).
+        metrics_listen: String = "127.0.0.1:9104".to_owned(), check ListenAddr;
     }
 }

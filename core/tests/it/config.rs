@@ -451,6 +451,11 @@ const FIELD_CASES: &[(&str, &str, ErrorKind)] = &[
         ErrorKind::InvalidValue,
     ),
     (
+        "[contestant]\nmax_upload_bytes = 1023",
+        "contestant.max_upload_bytes",
+        ErrorKind::OutOfRange,
+    ),
+    (
         "[deployment]\nlisten = \"a b\"",
         "deployment.listen",
         ErrorKind::InvalidValue,
@@ -519,6 +524,11 @@ const FIELD_CASES: &[(&str, &str, ErrorKind)] = &[
         "[consumer]\nretry_max_ms = 3600001",
         "consumer.retry_max_ms",
         ErrorKind::OutOfRange,
+    ),
+    (
+        "[consumer]\nmetrics_listen = \"localhost:9103\"",
+        "consumer.metrics_listen",
+        ErrorKind::InvalidValue,
     ),
     (
         "[runtime]\nkind = \"docker\"",
@@ -599,6 +609,11 @@ const FIELD_CASES: &[(&str, &str, ErrorKind)] = &[
         "[listener]\nnot_ready_grace_secs = 86401",
         "listener.not_ready_grace_secs",
         ErrorKind::OutOfRange,
+    ),
+    (
+        "[listener]\nmetrics_listen = \"9104\"",
+        "listener.metrics_listen",
+        ErrorKind::InvalidValue,
     ),
 ];
 

@@ -67,11 +67,11 @@ async fn a_consumer_killed_mid_batch_and_restarted_loses_and_duplicates_nothing(
     let instances = queue_starts(&p, &keys).await;
     let listener = p.start_listener(None, Duration::from_secs(2));
 
-    let first = p.start_consumer();
-    // Killed once a few deploys are done, while most of the batch (prefetch 40) is delivered
-    // and unsettled: deploys of the local runtime run one at a time.
-    // Jobs are taken in queue order: watch only the first three (a scan of all 60 records per
-    // round would let a fast consumer finish the batch before the scan saw it start).
+    // Every deploy of the first consumer waits 2 s first, so none settles (and the prefetch
+    // of 40 takes no more) before the kill: it comes mid-batch however fast the runtime is.
+    let first = p.start_slow_consumer(Duration::from_secs(2));
+    // Killed once the first deploys are under way. Jobs are taken in queue order: watch only
+    // the first three.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let mut started = 0;

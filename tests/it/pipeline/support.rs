@@ -222,11 +222,20 @@ impl Pipeline {
 
     /// A Deployment Consumer on this pipeline's queue (prefetch 40).
     pub fn start_consumer(&self) -> Task {
-        let (queue, store, runtime) = (
-            self.queue.clone(),
-            self.store.clone(),
-            Arc::new(self.runtime.clone()) as Arc<dyn InstanceRuntime>,
-        );
+        self.start_consumer_on(Arc::new(self.runtime.clone()))
+    }
+
+    /// A consumer whose every deploy first waits `delay` (no deploy settles before it), so a
+    /// test can act mid-batch however fast the runtime is.
+    pub fn start_slow_consumer(&self, delay: Duration) -> Task {
+        self.start_consumer_on(Arc::new(SlowDeploys {
+            inner: self.runtime.clone(),
+            delay,
+        }))
+    }
+
+    fn start_consumer_on(&self, runtime: Arc<dyn InstanceRuntime>) -> Task {
+        let (queue, store) = (self.queue.clone(), self.store.clone());
         Task::spawn(move |stopped| async move {
             consumer::run(queue, store, runtime, Self::consumer_settings(), async {
                 let _ = stopped.await;
@@ -376,4 +385,59 @@ async fn delete_topology(topology: &Topology) {
         }
     }
     let _ = connection.close(200, "test cleanup".into()).await;
+}
+
+/// The local runtime with every deploy delayed.
+#[derive(Debug)]
+struct SlowDeploys {
+    inner: LocalRuntime,
+    delay: Duration,
+}
+
+#[async_trait::async_trait]
+impl InstanceRuntime for SlowDeploys {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+
+    async fn deploy(
+        &self,
+        id: &fctf_core::runtime::InstanceRef,
+        spec: &DeploySpec,
+        started_at_ms: u64,
+    ) -> fctf_core::runtime::RuntimeResult<fctf_core::runtime::Placement> {
+        tokio::time::sleep(self.delay).await;
+        self.inner.deploy(id, spec, started_at_ms).await
+    }
+
+    async fn remove(
+        &self,
+        id: &fctf_core::runtime::InstanceRef,
+    ) -> fctf_core::runtime::RuntimeResult<()> {
+        self.inner.remove(id).await
+    }
+
+    async fn in_progress(&self) -> fctf_core::runtime::RuntimeResult<u32> {
+        self.inner.in_progress().await
+    }
+
+    async fn snapshot(&self) -> fctf_core::runtime::RuntimeResult<Vec<Observed>> {
+        self.inner.snapshot().await
+    }
+
+    async fn logs(
+        &self,
+        id: &fctf_core::runtime::InstanceRef,
+        tail: u32,
+    ) -> fctf_core::runtime::RuntimeResult<String> {
+        self.inner.logs(id, tail).await
+    }
+
+    async fn set_deadline(
+        &self,
+        id: &fctf_core::runtime::InstanceRef,
+        ends_at_ms: u64,
+    ) -> fctf_core::runtime::RuntimeResult<()> {
+        self.inner.set_deadline(id, ends_at_ms).await
+    }
 }

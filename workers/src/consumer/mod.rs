@@ -17,13 +17,18 @@
 //!   the instance with a reason the player sees. [`RuntimeError::Rejected`] fails it at once.
 //! - **A budget of deployments in progress** ([`InstanceRuntime::in_progress`] plus the deploy
 //!   calls under way): past it, start jobs wait unacked (re-checked every
-//!   [`ConsumerSettings::budget_poll`], no busy loop); the prefetch bounds how many wait.
+//!   [`ConsumerSettings::budget_poll`], and at once when a local runtime announces a change
+//!   ([`local::changes`]: an instance became ready or ended); no busy loop); the prefetch
+//!   bounds how many wait.
+//! - **Deliveries are carried out concurrently**, up to the prefetch (each in its own task);
+//!   the runtime serialises only deploys of one instance.
 //! - **Queue loss** (`Unavailable` from the consumer) starts a new consumer with backoff; the
 //!   broker requeues what was unacked. **Shutdown** stops taking jobs, lets the ones under way
 //!   finish (jobs still waiting for the budget or a retry are requeued at once), and requeues
 //!   whatever is left after [`ConsumerSettings::shutdown_grace`].
 
 mod decision;
+pub mod metrics;
 
 use std::future::Future;
 use std::num::NonZeroU16;
@@ -39,7 +44,11 @@ use fctf_core::store::{DeploymentRecord, DeploymentState, StateStore, StoreError
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+use crate::runtime::local;
+
 pub use self::decision::{Decision, backoff, decide};
+use self::metrics::Settlement;
+pub use self::metrics::{ConsumerMetrics, ConsumerSnapshot};
 
 /// How the consumer behaves; [`ConsumerSettings::from_config`] reads it from the config.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,6 +123,26 @@ pub async fn run(
     settings: ConsumerSettings,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ConsumerError> {
+    run_with_metrics(
+        queue,
+        store,
+        runtime,
+        settings,
+        Arc::new(ConsumerMetrics::default()),
+        shutdown,
+    )
+    .await
+}
+
+/// [`run`], counting into `metrics` (for `/metrics`).
+pub async fn run_with_metrics(
+    queue: Arc<dyn JobQueue>,
+    store: Arc<dyn StateStore>,
+    runtime: Arc<dyn InstanceRuntime>,
+    settings: ConsumerSettings,
+    metrics: Arc<ConsumerMetrics>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ConsumerError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let ctx = Arc::new(Context {
         store,
@@ -121,6 +150,7 @@ pub async fn run(
         gate: Gate::default(),
         stop: stop_rx,
         settings,
+        metrics,
     });
     let mut tasks = JoinSet::new();
     let mut consumer: Option<JobConsumer> = None;
@@ -161,6 +191,7 @@ pub async fn run(
             }
             next = current.next() => match next {
                 Ok(delivery) => {
+                    ctx.metrics.taken();
                     tasks.spawn(handle(ctx.clone(), delivery));
                 }
                 Err(e) => {
@@ -212,6 +243,7 @@ struct Context {
     /// Becomes true at shutdown: waits end early and their jobs are requeued.
     stop: watch::Receiver<bool>,
     settings: ConsumerSettings,
+    metrics: Arc<ConsumerMetrics>,
 }
 
 impl Context {
@@ -232,6 +264,20 @@ impl Context {
         tokio::select! {
             () = shutdown.as_mut() => false,
             () = tokio::time::sleep(delay) => true,
+        }
+    }
+
+    /// Sleeps `delay`, or until `announced` sees a change, unless the consumer is stopping;
+    /// false when it is.
+    async fn wait_or_change(&self, delay: Duration, announced: &mut watch::Receiver<u64>) -> bool {
+        let mut stop = self.stop.clone();
+        if *stop.borrow() {
+            return false;
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => false,
+            () = tokio::time::sleep(delay) => true,
+            _ = announced.changed() => true,
         }
     }
 
@@ -268,8 +314,12 @@ impl Drop for Slot {
 }
 
 impl Gate {
-    /// Waits for a slot of the budget; `None` when the consumer stops first.
-    async fn acquire(&self, ctx: &Context) -> Option<Slot> {
+    /// Waits for a slot of the budget; `None` when the consumer stops first. The slot comes
+    /// with whether it had to be waited for.
+    async fn acquire(&self, ctx: &Context) -> Option<(Slot, bool)> {
+        // Subscribed before the first look, so a change between the look and the wait wakes it.
+        let mut announced = local::changes();
+        let mut waited = false;
         loop {
             {
                 let _check = self.check.lock().await;
@@ -278,13 +328,20 @@ impl Gate {
                         let ours = self.deploying.load(Ordering::SeqCst);
                         if busy.saturating_add(ours) < ctx.settings.budget {
                             self.deploying.fetch_add(1, Ordering::SeqCst);
-                            return Some(Slot(self.deploying.clone()));
+                            return Some((Slot(self.deploying.clone()), waited));
                         }
                     }
                     Err(e) => tracing::warn!("runtime in_progress: {e}"),
                 }
             }
-            if !ctx.wait(ctx.settings.budget_poll).await {
+            if !waited {
+                ctx.metrics.budget_waited();
+            }
+            waited = true;
+            if !ctx
+                .wait_or_change(ctx.settings.budget_poll, &mut announced)
+                .await
+            {
                 return None;
             }
         }
@@ -310,7 +367,11 @@ async fn handle(ctx: Arc<Context>, delivery: Delivery) {
         Err(e) => {
             // Permanent: the same bytes never decode. Parked for an operator.
             tracing::warn!("deploy queue: unreadable job parked: {e}");
-            settle(delivery.reject_to_dead_letter().await, "dead-letter");
+            settle(
+                &ctx,
+                delivery.reject_to_dead_letter().await,
+                Settlement::Parked,
+            );
             return;
         }
     };
@@ -320,14 +381,14 @@ async fn handle(ctx: Arc<Context>, delivery: Delivery) {
             // Not counted, not acted on: try again later.
             tracing::warn!(job = %job.job_id, "cannot count the attempt: {e}");
             ctx.wait(ctx.retry_delay(1)).await;
-            settle(delivery.nack_requeue().await, "requeue");
+            settle(&ctx, delivery.nack_requeue().await, Settlement::Requeued);
             return;
         }
     };
     let outcome = carry_out(&ctx, &job, attempts).await;
     match outcome {
-        Outcome::Done => settle(delivery.ack().await, "ack"),
-        Outcome::Requeue => settle(delivery.nack_requeue().await, "requeue"),
+        Outcome::Done => settle(&ctx, delivery.ack().await, Settlement::Acked),
+        Outcome::Requeue => settle(&ctx, delivery.nack_requeue().await, Settlement::Requeued),
         Outcome::Fail(reason) => give_up(&ctx, &job, delivery, &reason).await,
         Outcome::Retry(error) if attempts >= u64::from(ctx.settings.delivery_limit) => {
             tracing::warn!(job = %job.job_id, attempts, "deploy job failed for the last time: {error}");
@@ -346,13 +407,19 @@ async fn handle(ctx: Arc<Context>, delivery: Delivery) {
             tracing::info!(job = %job.job_id, attempts, ?delay, "deploy job failed, will retry: {error}");
             // Held unacked during the delay (the prefetch bounds how many), then requeued.
             ctx.wait(delay).await;
-            settle(delivery.nack_requeue().await, "requeue");
+            settle(&ctx, delivery.nack_requeue().await, Settlement::Retried);
         }
     }
 }
 
-fn settle(result: Result<(), QueueError>, what: &str) {
+fn settle(ctx: &Context, result: Result<(), QueueError>, how: Settlement) {
+    ctx.metrics.settled(how);
     if let Err(e) = result {
+        let what = match how {
+            Settlement::Acked => "ack",
+            Settlement::Retried | Settlement::Requeued => "requeue",
+            Settlement::Parked => "dead-letter",
+        };
         // The channel is gone: the broker requeued the job, which will be redone idempotently.
         tracing::warn!("deploy queue: {what} failed: {e}");
     }
@@ -394,21 +461,25 @@ async fn carry_out(ctx: &Context, job: &DeployJob, attempts: u64) -> Outcome {
         limit,
     );
     let _slot = if decision == Decision::Deploy {
-        // Wait for the budget, then look again: the job may have gone stale meanwhile.
-        let Some(slot) = ctx.gate.acquire(ctx).await else {
+        // Wait for the budget, then look again if it took a while: the job may have gone
+        // stale meanwhile. (A slot taken at once follows the look just made; the record is
+        // checked again, by compare-and-set, when the deploy is persisted.)
+        let Some((slot, waited)) = ctx.gate.acquire(ctx).await else {
             return Outcome::Requeue;
         };
-        let record = match ctx.store.get_deployment(job.team, job.challenge).await {
-            Ok(record) => record,
-            Err(e) => return Outcome::Retry(format!("state store: {e}")),
-        };
-        decision = decide(
-            job,
-            record.as_ref(),
-            clock::unix_now_millis(),
-            attempts,
-            limit,
-        );
+        if waited {
+            let record = match ctx.store.get_deployment(job.team, job.challenge).await {
+                Ok(record) => record,
+                Err(e) => return Outcome::Retry(format!("state store: {e}")),
+            };
+            decision = decide(
+                job,
+                record.as_ref(),
+                clock::unix_now_millis(),
+                attempts,
+                limit,
+            );
+        }
         Some(slot)
     } else {
         None
@@ -420,7 +491,10 @@ async fn carry_out(ctx: &Context, job: &DeployJob, attempts: u64) -> Outcome {
             let Some(spec) = job.spec() else {
                 return Outcome::Done;
             };
-            match ctx.runtime.deploy(&id, spec, job.enqueued_at_ms).await {
+            let began = std::time::Instant::now();
+            let deployed = ctx.runtime.deploy(&id, spec, job.enqueued_at_ms).await;
+            ctx.metrics.deployed(began.elapsed(), deployed.is_ok());
+            match deployed {
                 Ok(placement) => match persist_deploying(ctx, job, &placement.route).await {
                     Ok(true) => Outcome::Done,
                     Ok(false) => {
@@ -503,10 +577,14 @@ async fn give_up(ctx: &Context, job: &DeployJob, delivery: Delivery, reason: &st
     if let Err(e) = finish(ctx, job, DeploymentState::Failed, reason).await {
         tracing::warn!(job = %job.job_id, "cannot mark the instance failed: {e}");
         ctx.wait(ctx.settings.retry_max).await;
-        settle(delivery.nack_requeue().await, "requeue");
+        settle(ctx, delivery.nack_requeue().await, Settlement::Requeued);
         return;
     }
-    settle(delivery.reject_to_dead_letter().await, "dead-letter");
+    settle(
+        ctx,
+        delivery.reject_to_dead_letter().await,
+        Settlement::Parked,
+    );
 }
 
 /// Most compare-and-set rounds against concurrent writers before giving the attempt up.

@@ -71,6 +71,11 @@ const SHARD_QUEUE: usize = 1024;
 /// Most hints one shard reconciles from one snapshot.
 const HINT_BATCH: usize = 64;
 
+/// Passes a shard makes at once, after a hint pass, over the instances whose store write lost a
+/// race (the record moved under the pass: the consumer's Deploying write, a stop). Past them the
+/// instance waits for its next hint or the resync.
+const LOST_RACE_PASSES: usize = 3;
+
 /// The clock the listener reads `now` from (Unix milliseconds).
 pub type Clock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
@@ -119,6 +124,13 @@ impl Listener {
             memory: Mutex::new(Memory::default()),
             clock: Arc::new(clock::unix_now_millis),
         }
+    }
+
+    /// Counts into `metrics` (shared with a `/metrics` responder) instead of counters of its
+    /// own.
+    pub fn with_metrics(mut self, metrics: Arc<ListenerMetrics>) -> Self {
+        self.executor.metrics = metrics;
+        self
     }
 
     /// Replaces the clock (tests).
@@ -231,9 +243,23 @@ impl Listener {
                         }
                         let mut seen = HashSet::new();
                         batch.retain(|id| seen.insert(id.instance));
-                        let now = (listener.clock)();
-                        if let Err(error) = listener.reconcile_instances_at(&batch, now).await {
-                            tracing::warn!(hints = batch.len(), %error, "listener: hint pass skipped");
+                        for _ in 0..=LOST_RACE_PASSES {
+                            let now = (listener.clock)();
+                            let report = match listener.reconcile_instances_at(&batch, now).await
+                            {
+                                Ok(report) => report,
+                                Err(error) => {
+                                    tracing::warn!(hints = batch.len(), %error, "listener: hint pass skipped");
+                                    break;
+                                }
+                            };
+                            // A lost race means the record just moved: read it again now
+                            // rather than at the next hint or resync.
+                            let lost: HashSet<_> = report.applied.lost.into_iter().collect();
+                            batch.retain(|id| lost.contains(&id.instance));
+                            if batch.is_empty() {
+                                break;
+                            }
                         }
                     }
                 });
@@ -286,7 +312,7 @@ pub fn shard_of(id: &InstanceRef, shards: usize) -> usize {
 }
 
 /// Runs the Deployment Listener with `config` until `shutdown` resolves (the `fctf listener`
-/// role). Use [`Listener`] directly to keep a handle on its metrics.
+/// role). [`run_with_metrics`] keeps a handle on its metrics.
 pub async fn run(
     runtime: Arc<dyn InstanceRuntime>,
     store: Arc<dyn StateStore>,
@@ -296,13 +322,26 @@ pub async fn run(
     config: ListenerConfig,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let listener = Arc::new(Listener::new(
-        runtime,
-        store,
-        db,
-        contest,
-        Rules::from_config(&config),
-    ));
+    let metrics = Arc::new(ListenerMetrics::default());
+    run_with_metrics(runtime, store, db, contest, feed, config, metrics, shutdown).await;
+}
+
+/// [`run`], counting into `metrics` (for `/metrics`).
+#[allow(clippy::too_many_arguments)] // the role's parts, each needed once
+pub async fn run_with_metrics(
+    runtime: Arc<dyn InstanceRuntime>,
+    store: Arc<dyn StateStore>,
+    db: Database,
+    contest: Arc<dyn ContestWindow>,
+    feed: Option<Arc<dyn ChangeFeed>>,
+    config: ListenerConfig,
+    metrics: Arc<ListenerMetrics>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let listener = Arc::new(
+        Listener::new(runtime, store, db, contest, Rules::from_config(&config))
+            .with_metrics(metrics),
+    );
     listener
         .run(
             feed,

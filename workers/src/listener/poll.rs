@@ -1,10 +1,15 @@
 //! A [`ChangeFeed`] for runtimes that cannot watch (the `local` runtime): it takes a snapshot
-//! every `interval` and hints every instance whose observation changed (appeared, changed phase
-//! or readiness, started terminating, vanished), and keeps hinting a changed instance for
-//! [`SETTLE`] after the change: the record may still be moving then (the consumer's Deploying
-//! write racing the listener's Running write makes the listener's compare-and-set lose), and
-//! without a new hint the instance would wait for the next full resync. Cheap for the local
-//! runtime, whose snapshot is in-process; a hint of a settled instance reconciles to nothing.
+//! and hints every instance whose observation changed (appeared, changed phase or readiness,
+//! started terminating, vanished). A snapshot is taken at once when the local runtime announces
+//! a change ([`local::changes`]), so readiness reaches the listener within the time of one
+//! in-process snapshot, and every `interval` as a backstop. A changed instance is hinted once
+//! more, at the first tick [`SETTLE`] after its last change: the record may still have been
+//! moving at the first hint (the consumer's Deploying write racing the listener's Running write
+//! makes the listener's compare-and-set lose; the listener re-reads such an instance at once,
+//! and this covers what that misses), and without a new hint the instance would wait for the
+//! next full resync. One late hint per change, not one per tick: during a burst of starts every
+//! hint costs the listener a read of the store and the database. Cheap for the local runtime,
+//! whose snapshot is in-process; a hint of a settled instance reconciles to nothing.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,9 +20,10 @@ use futures_util::stream::BoxStream;
 use tokio::sync::mpsc;
 
 use super::ChangeFeed;
+use crate::runtime::local;
 
-/// How long a changed instance keeps being hinted.
-pub const SETTLE: Duration = Duration::from_secs(3);
+/// How long after its last change a changed instance is hinted once more.
+pub const SETTLE: Duration = Duration::from_secs(1);
 
 /// What of an observation, when it changes, deserves a reconcile.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +60,8 @@ fn changed(
     out
 }
 
-/// Polls a runtime's snapshot for changes.
+/// Polls a runtime's snapshot for changes (and looks at once when a local runtime announces
+/// one).
 #[derive(Debug)]
 pub struct SnapshotPoller {
     runtime: Arc<dyn InstanceRuntime>,
@@ -62,7 +69,8 @@ pub struct SnapshotPoller {
 }
 
 impl SnapshotPoller {
-    /// Polls `runtime` every `interval`.
+    /// Polls `runtime` every `interval`, and whenever a local runtime of this process announces
+    /// a change.
     pub fn new(runtime: Arc<dyn InstanceRuntime>, interval: Duration) -> Self {
         Self { runtime, interval }
     }
@@ -78,8 +86,14 @@ impl ChangeFeed for SnapshotPoller {
             let mut settling: HashMap<InstanceRef, Instant> = HashMap::new();
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut announced = local::changes();
             loop {
-                tick.tick().await;
+                // Changes announced while a snapshot was taken are seen by the next `changed`,
+                // so none is missed; a burst of them costs one snapshot per wake-up.
+                let on_tick = tokio::select! {
+                    _ = tick.tick() => true,
+                    _ = announced.changed() => false,
+                };
                 // A failed snapshot hints nothing; the next one compares with the last good one.
                 let Ok(observed) = runtime.snapshot().await else {
                     continue;
@@ -89,16 +103,26 @@ impl ChangeFeed for SnapshotPoller {
                     .map(|o| (o.id, Signature::from(o)))
                     .collect();
                 let at = Instant::now();
-                for id in changed(&seen, &now) {
-                    settling.insert(id, at);
+                let fresh = changed(&seen, &now);
+                for id in &fresh {
+                    settling.insert(*id, at);
                 }
-                settling.retain(|_, since| at.duration_since(*since) <= SETTLE);
-                for id in settling.keys() {
-                    if tx.send(*id).await.is_err() {
+                seen = now;
+                let mut hints = fresh;
+                if on_tick {
+                    settling.retain(|id, since| {
+                        let settled = at.duration_since(*since) >= SETTLE;
+                        if settled {
+                            hints.push(*id);
+                        }
+                        !settled
+                    });
+                }
+                for id in hints {
+                    if tx.send(id).await.is_err() {
                         return; // the listener stopped reading
                     }
                 }
-                seen = now;
             }
         });
         Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {

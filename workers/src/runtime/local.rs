@@ -27,17 +27,28 @@
 //!   file (not a pipe), so a child never dies of SIGPIPE because the platform restarted.
 //! - **Output** (stdout and stderr, interleaved) is kept per instance under a size bound
 //!   ([`LocalSettings::log_limit_bytes`]; the oldest half is dropped past it).
+//! - **Concurrent, one instance at a time.** Deploys, removes and deadline moves of one instance
+//!   are serialised by a lock of that instance (two deliveries of one job never spawn two
+//!   processes), while different instances spawn in parallel. Ports are chosen under the
+//!   instance table's lock and never given to two live instances, or to two spawns under way.
+//! - **Readiness without a fixed poll.** A starting instance is probed after 1 ms, then at
+//!   doubling intervals up to [`POLL`], so a process that listens within a few milliseconds is
+//!   seen ready within a few milliseconds.
+//! - **Changes are announced.** Every change of what [`InstanceRuntime::snapshot`] shows (a
+//!   spawn, readiness, an end, a remove) bumps a process-wide counter ([`changes`]): the
+//!   listener's [`SnapshotPoller`](crate::listener::poll::SnapshotPoller) and the consumer's
+//!   budget wait wake on it instead of waiting for their next poll.
 
 mod output;
 mod process;
 mod state_file;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::time::Duration;
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use fctf_core::clock;
@@ -49,12 +60,56 @@ use fctf_core::runtime::{
     RuntimeResult,
 };
 use tokio::process::Child;
-use tokio::time::{MissedTickBehavior, interval};
+use tokio::sync::{OwnedMutexGuard, watch};
 
 use self::state_file::{InstanceFile, Outcome};
 
-/// How often each instance is checked (readiness, exit of an adopted process, lifetime).
+/// How often each instance is checked (exit of an adopted process, lifetime); the longest wait
+/// between two readiness probes.
 const POLL: Duration = Duration::from_millis(100);
+
+/// The first wait before a readiness probe; doubled after each failed probe, up to [`POLL`].
+const FIRST_PROBE: Duration = Duration::from_millis(1);
+
+/// How often an instance's output is trimmed to its bound.
+const TRIM_EVERY: Duration = Duration::from_secs(2);
+
+/// Attempts at a port no live instance and no spawn under way holds.
+const PORT_ATTEMPTS: usize = 64;
+
+/// The lowest port instances are given when the machine's ephemeral range leaves room below it.
+const LOWEST_PORT: u16 = 20_000;
+
+/// The ports instances are given: below the kernel's ephemeral range
+/// (`/proc/sys/net/ipv4/ip_local_port_range`), from [`LOWEST_PORT`], when there is room. A port
+/// chosen there can never be taken, between the choice and the process's own bind, by the
+/// source port of an outgoing connection (a readiness probe, the platform's connections to its
+/// store, queue and database), which the kernel picks from the ephemeral range: the process
+/// would then fail to bind. `None` (no room, or the range unreadable): the kernel's choice
+/// (port 0), with that small risk.
+fn instance_ports() -> Option<std::ops::RangeInclusive<u16>> {
+    let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let ephemeral_low: u16 = text.split_whitespace().next()?.parse().ok()?;
+    let high = ephemeral_low.checked_sub(1)?;
+    (high >= LOWEST_PORT.saturating_add(1000)).then_some(LOWEST_PORT..=high)
+}
+
+/// The process-wide change counter (see [`changes`]).
+static CHANGES: LazyLock<watch::Sender<u64>> = LazyLock::new(|| watch::Sender::new(0));
+
+/// Says that what some local runtime's snapshot shows changed.
+fn announce() {
+    CHANGES.send_modify(|n| *n = n.wrapping_add(1));
+}
+
+/// A receiver that sees a change whenever what a snapshot of any [`LocalRuntime`] of this
+/// process shows has changed (an instance spawned, became ready, ended, is being removed or was
+/// removed). Process-wide, not per runtime: a wake-up for another runtime's change costs the
+/// waiter one look at its own, which is all a spurious hint ever costs. It carries no data: the
+/// waiter takes a snapshot and compares.
+pub fn changes() -> watch::Receiver<u64> {
+    CHANGES.subscribe()
+}
 
 /// How long one readiness probe may take.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -123,8 +178,43 @@ struct Inner {
     dir: PathBuf,
     settings: LocalSettings,
     entries: Mutex<HashMap<InstanceId, Entry>>,
-    /// Serialises deploys, so two deliveries of one job can never spawn two processes.
-    deploy_lock: tokio::sync::Mutex<()>,
+    /// Ports chosen by spawns under way (not yet in `entries`). Locked after `entries`.
+    spawning_ports: Mutex<HashSet<u16>>,
+    /// Where instances' ports come from ([`instance_ports`]), and the next one to try there:
+    /// the choice goes round the range, so a port freed a moment ago is not given again soon.
+    ports: Option<std::ops::RangeInclusive<u16>>,
+    next_port: std::sync::atomic::AtomicU32,
+    /// One lock per instance with a deploy, remove or deadline move under way: two deliveries
+    /// of one job can never spawn two processes, while other instances go on in parallel.
+    locks: Mutex<HashMap<InstanceId, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// The lock of one instance, held; its table entry goes when nobody else holds or waits. Owned
+/// (not borrowed), so a deploy's blocking part can keep it until it is done.
+struct InstanceGuard {
+    inner: Arc<Inner>,
+    instance: InstanceId,
+    guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl Drop for InstanceGuard {
+    fn drop(&mut self) {
+        let mut locks = self
+            .inner
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Clones are only taken under this table lock: two references (the table's and the one
+        // in our guard) mean no one else waits for it.
+        if locks
+            .get(&self.instance)
+            .is_some_and(|lock| Arc::strong_count(lock) <= 2)
+        {
+            locks.remove(&self.instance);
+        }
+        // Unlocked while the table is still held, so a new locker finds the entry or none.
+        drop(self.guard.take());
+    }
 }
 
 /// What the runtime knows of one instance.
@@ -155,6 +245,7 @@ impl Entry {
         if self.phase != phase {
             self.phase = phase;
             self.phase_since_ms = now_ms;
+            announce();
         }
         self.waiting_reason = reason.map(str::to_owned);
     }
@@ -205,7 +296,13 @@ impl LocalRuntime {
                 dir: dir.clone(),
                 settings,
                 entries: Mutex::new(HashMap::new()),
-                deploy_lock: tokio::sync::Mutex::new(()),
+                spawning_ports: Mutex::new(HashSet::new()),
+                ports: instance_ports(),
+                // A different start per runtime, so two runtimes on one machine rarely meet.
+                next_port: std::sync::atomic::AtomicU32::new(
+                    u32::try_from(InstanceId::new().0.as_u128() % 65_536).unwrap_or(0),
+                ),
+                locks: Mutex::new(HashMap::new()),
             }),
         };
         for file in files {
@@ -260,6 +357,7 @@ impl LocalRuntime {
             supervisor: None,
         };
         self.inner.entries().insert(instance, entry);
+        announce();
         if alive {
             tracing::info!(%instance, "local instance adopted");
             self.supervise(instance, None);
@@ -274,7 +372,13 @@ impl LocalRuntime {
         }
     }
 
-    fn spawn(&self, id: &InstanceRef, spec: &DeploySpec) -> RuntimeResult<(InstanceFile, Child)> {
+    /// Spawns the instance's process on `port` (chosen by [`Inner::choose_port`]).
+    fn spawn(
+        &self,
+        id: &InstanceRef,
+        spec: &DeploySpec,
+        port: u16,
+    ) -> RuntimeResult<(InstanceFile, Child)> {
         let inner = &self.inner;
         let Some((program, args)) = spec.command.as_deref().and_then(|c| c.split_first()) else {
             return Err(RuntimeError::Rejected(
@@ -284,10 +388,6 @@ impl LocalRuntime {
         let unavailable =
             |what: &str, e: io::Error| RuntimeError::Unavailable(format!("{what}: {e}"));
         let host = inner.settings.host.clone();
-        let port = std::net::TcpListener::bind((host.as_str(), 0))
-            .and_then(|l| l.local_addr())
-            .map_err(|e| unavailable("no free port", e))?
-            .port();
         let work = state_file::work_dir(&inner.dir, id.instance);
         std::fs::create_dir_all(&work).map_err(|e| unavailable("working directory", e))?;
         let out = output::create(&state_file::log_path(&inner.dir, id.instance))
@@ -349,10 +449,123 @@ impl LocalRuntime {
     }
 }
 
+impl LocalRuntime {
+    /// The blocking part of a deploy (on the blocking pool, under the instance's lock): spawns,
+    /// writes the state file, records and watches the instance.
+    fn spawn_and_record(
+        &self,
+        id: &InstanceRef,
+        spec: &DeploySpec,
+        port: u16,
+        started_at_ms: u64,
+    ) -> RuntimeResult<Placement> {
+        let (mut file, child) = match self.spawn(id, spec, port) {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                if let Err(clean) = state_file::delete(&self.inner.dir, id.instance) {
+                    tracing::warn!(instance = %id.instance, "cannot clean up: {clean}");
+                }
+                return Err(e);
+            }
+        };
+        file.started_at_ms = started_at_ms;
+        if let Err(e) = state_file::write(&self.inner.dir, &file) {
+            // Without its file a restart could not find the process again: do not run it.
+            let stopped = tokio::runtime::Handle::current().block_on(process::stop_group(
+                file.pgid,
+                self.inner.settings.stop_grace,
+            ));
+            if let Err(stop) = stopped {
+                tracing::warn!(instance = %id.instance, "{stop}");
+            }
+            return Err(RuntimeError::Unavailable(format!("state file: {e}")));
+        }
+        let placement = Placement {
+            route: route(&file.host, file.port),
+        };
+        tracing::info!(instance = %id.instance, pid = file.pid, route = %placement.route, "local instance started");
+        let now = file.created_at_ms;
+        self.inner.entries().insert(
+            id.instance,
+            Entry {
+                file,
+                phase: Phase::Creating,
+                phase_since_ms: now,
+                waiting_reason: Some("ProcessStarting".to_owned()),
+                terminating: false,
+                supervisor: None,
+            },
+        );
+        announce();
+        self.supervise(id.instance, Some(child));
+        Ok(placement)
+    }
+}
+
 impl Inner {
     fn entries(&self) -> MutexGuard<'_, HashMap<InstanceId, Entry>> {
         // Every critical section leaves the map consistent, so a poisoned lock is still sound.
         self.entries.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn spawning_ports(&self) -> MutexGuard<'_, HashSet<u16>> {
+        self.spawning_ports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Takes the lock of `instance` (deploy, remove and deadline moves of one instance, one at
+    /// a time).
+    async fn lock_instance(self: &Arc<Self>, instance: InstanceId) -> InstanceGuard {
+        let lock = self
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(instance)
+            .or_default()
+            .clone();
+        InstanceGuard {
+            inner: self.clone(),
+            instance,
+            guard: Some(lock.lock_owned().await),
+        }
+    }
+
+    /// A free port that no instance of this runtime holds and no spawn under way has chosen,
+    /// reserved for the caller (see [`PortReservation`]): the next one of [`Inner::ports`] that
+    /// can be bound now (or the kernel's choice without a range). A port is free once its
+    /// probe socket is closed, before the process binds it, so the runtime's own table decides
+    /// what is taken.
+    fn choose_port(&self, host: &str) -> RuntimeResult<u16> {
+        let entries = self.entries();
+        let mut spawning = self.spawning_ports();
+        for _ in 0..PORT_ATTEMPTS {
+            let wanted = self.ports.as_ref().map_or(0, |range| {
+                let (low, high) = (u32::from(*range.start()), u32::from(*range.end()));
+                let n = self
+                    .next_port
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                u16::try_from(low + n % (high - low + 1)).unwrap_or(0)
+            });
+            let port =
+                match std::net::TcpListener::bind((host, wanted)).and_then(|l| l.local_addr()) {
+                    Ok(addr) => addr.port(),
+                    // Taken by something else on the machine: the next one.
+                    Err(e) if wanted != 0 && e.kind() == io::ErrorKind::AddrInUse => continue,
+                    Err(e) => return Err(RuntimeError::Unavailable(format!("no free port: {e}"))),
+                };
+            let held = spawning.contains(&port)
+                || entries
+                    .values()
+                    .any(|e| e.file.port == port && e.file.outcome.is_none());
+            if !held {
+                spawning.insert(port);
+                return Ok(port);
+            }
+        }
+        Err(RuntimeError::Unavailable(
+            "no free port that no instance holds".to_owned(),
+        ))
     }
 
     /// Records how `instance` ended (in memory and in its file), unless it is being removed.
@@ -378,6 +591,18 @@ impl Inner {
     }
 }
 
+/// A port chosen for a spawn under way; released from [`Inner::spawning_ports`] on drop.
+struct PortReservation {
+    inner: Arc<Inner>,
+    port: u16,
+}
+
+impl Drop for PortReservation {
+    fn drop(&mut self) {
+        self.inner.spawning_ports().remove(&self.port);
+    }
+}
+
 /// What the supervisor reads of an entry each tick.
 struct Watch {
     pid: i32,
@@ -394,21 +619,22 @@ struct Watch {
 /// `child` is ours), ready timeout, lifetime, output bound. Holds the runtime weakly, so it ends
 /// when the runtime is dropped (the process lives on, to be adopted by the next one).
 async fn supervise(runtime: Weak<Inner>, instance: InstanceId, mut child: Option<Child>) {
-    let mut tick = interval(POLL);
-    tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut ticks: u64 = 0;
+    // Readiness is probed at 1, 2, 4, ... ms after the start, then every POLL: a process that
+    // listens at once is seen at once, one that takes long costs a probe per POLL.
+    let mut wait = FIRST_PROBE;
+    let mut trimmed = Instant::now();
     loop {
         let exited = match child.as_mut() {
             Some(c) => tokio::select! {
                 status = c.wait() => Some(status.map(|s| s.success()).unwrap_or(false)),
-                _ = tick.tick() => None,
+                () = tokio::time::sleep(wait) => None,
             },
             None => {
-                tick.tick().await;
+                tokio::time::sleep(wait).await;
                 None
             }
         };
-        ticks += 1;
+        wait = wait.saturating_mul(2).min(POLL);
         let Some(inner) = runtime.upgrade() else {
             return;
         };
@@ -477,13 +703,14 @@ async fn supervise(runtime: Weak<Inner>, instance: InstanceId, mut child: Option
                 return;
             }
         }
-        if ticks.is_multiple_of(20)
-            && let Err(e) = output::trim(
+        if trimmed.elapsed() >= TRIM_EVERY {
+            trimmed = Instant::now();
+            if let Err(e) = output::trim(
                 &state_file::log_path(&inner.dir, instance),
                 inner.settings.log_limit_bytes,
-            )
-        {
-            tracing::warn!(%instance, "cannot trim the output: {e}");
+            ) {
+                tracing::warn!(%instance, "cannot trim the output: {e}");
+            }
         }
     }
 }
@@ -493,6 +720,15 @@ async fn end_by_kill(inner: &Inner, instance: InstanceId, watch: &Watch, outcome
         tracing::warn!(%instance, "{e}");
     }
     inner.record_end(instance, outcome);
+}
+
+/// Runs `work` (file system calls) on the blocking pool, off the async worker threads.
+async fn blocking_io<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(io::Error::other)?
 }
 
 /// True when something accepts TCP connections at `host:port`.
@@ -515,7 +751,7 @@ impl InstanceRuntime for LocalRuntime {
         spec: &DeploySpec,
         started_at_ms: u64,
     ) -> RuntimeResult<Placement> {
-        let _serial = self.inner.deploy_lock.lock().await;
+        let serial = self.inner.lock_instance(id.instance).await;
         if let Some(entry) = self.inner.entries().get(&id.instance) {
             if entry.id() != *id {
                 return Err(RuntimeError::Rejected(
@@ -526,75 +762,61 @@ impl InstanceRuntime for LocalRuntime {
                 route: entry.route(),
             });
         }
-        let (mut file, child) = match self.spawn(id, spec) {
-            Ok(spawned) => spawned,
-            Err(e) => {
-                if let Err(clean) = state_file::delete(&self.inner.dir, id.instance) {
-                    tracing::warn!(instance = %id.instance, "cannot clean up: {clean}");
-                }
-                return Err(e);
-            }
+        let port = self.inner.choose_port(&self.inner.settings.host)?;
+        // Given back when the spawn is done either way: from then on the entry holds the port.
+        let reserved = PortReservation {
+            inner: self.inner.clone(),
+            port,
         };
-        file.started_at_ms = started_at_ms;
-        if let Err(e) = state_file::write(&self.inner.dir, &file) {
-            // Without its file a restart could not find the process again: do not run it.
-            if let Err(stop) = process::stop_group(file.pgid, self.inner.settings.stop_grace).await
-            {
-                tracing::warn!(instance = %id.instance, "{stop}");
-            }
-            return Err(RuntimeError::Unavailable(format!("state file: {e}")));
-        }
-        let placement = Placement {
-            route: route(&file.host, file.port),
-        };
-        tracing::info!(instance = %id.instance, pid = file.pid, route = %placement.route, "local instance started");
-        let now = file.created_at_ms;
-        self.inner.entries().insert(
-            id.instance,
-            Entry {
-                file,
-                phase: Phase::Creating,
-                phase_since_ms: now,
-                waiting_reason: Some("ProcessStarting".to_owned()),
-                terminating: false,
-                supervisor: None,
-            },
-        );
-        self.supervise(id.instance, Some(child));
-        Ok(placement)
+        // On the blocking pool: fork, exec and the files take milliseconds that would stall
+        // every task of this worker thread (readiness probes, the listener's passes). The lock
+        // and the reservation go with it, so a cancelled call cannot let a second spawn of this
+        // instance, or of this port, start before the first is recorded.
+        let (runtime, id, spec) = (self.clone(), *id, spec.clone());
+        tokio::task::spawn_blocking(move || {
+            let placement = runtime.spawn_and_record(&id, &spec, port, started_at_ms);
+            drop((reserved, serial));
+            placement
+        })
+        .await
+        .map_err(|e| RuntimeError::Unavailable(format!("spawn task: {e}")))?
     }
 
     async fn remove(&self, id: &InstanceRef) -> RuntimeResult<()> {
+        // Under the instance's lock, so a deploy of this instance is either complete (and is
+        // ended here) or starts after (and finds it terminating).
+        let serial = self.inner.lock_instance(id.instance).await;
         let target = {
-            // Under the deploy lock, so a deploy of this instance is either complete (and is
-            // ended here) or starts after (and finds it terminating).
-            let _serial = self.inner.deploy_lock.lock().await;
             let mut entries = self.inner.entries();
-            match entries.get_mut(&id.instance) {
-                None => {
-                    drop(entries);
-                    // Nothing runs; leftovers of a failed spawn may remain.
-                    return state_file::delete(&self.inner.dir, id.instance)
-                        .map_err(|e| RuntimeError::Unavailable(format!("instance files: {e}")));
+            entries.get_mut(&id.instance).map(|entry| {
+                entry.terminating = true;
+                if let Some(task) = entry.supervisor.take() {
+                    task.abort();
                 }
-                Some(entry) => {
-                    entry.terminating = true;
-                    if let Some(task) = entry.supervisor.take() {
-                        task.abort();
-                    }
-                    (entry.file.pid, entry.file.pgid, entry.file.start_ticks)
-                }
-            }
+                (entry.file.pid, entry.file.pgid, entry.file.start_ticks)
+            })
         };
+        let Some(target) = target else {
+            // Nothing runs; leftovers of a failed spawn may remain.
+            let (dir, instance) = (self.inner.dir.clone(), id.instance);
+            return blocking_io(move || state_file::delete(&dir, instance))
+                .await
+                .map_err(|e| RuntimeError::Unavailable(format!("instance files: {e}")));
+        };
+        announce();
+        drop(serial);
         let (pid, pgid, start_ticks) = target;
         if process::group_is_ours(pid, start_ticks) {
             process::stop_group(pgid, self.inner.settings.stop_grace)
                 .await
                 .map_err(RuntimeError::Unavailable)?;
         }
-        state_file::delete(&self.inner.dir, id.instance)
+        let (dir, instance) = (self.inner.dir.clone(), id.instance);
+        blocking_io(move || state_file::delete(&dir, instance))
+            .await
             .map_err(|e| RuntimeError::Unavailable(format!("instance files: {e}")))?;
         self.inner.entries().remove(&id.instance);
+        announce();
         tracing::info!(instance = %id.instance, "local instance removed");
         Ok(())
     }
@@ -644,8 +866,8 @@ impl InstanceRuntime for LocalRuntime {
     /// supervisor reads it each tick) and in the state file (a restarted runtime adopts it with
     /// the moved deadline). An instance that already ended or is being removed keeps its end.
     async fn set_deadline(&self, id: &InstanceRef, ends_at_ms: u64) -> RuntimeResult<()> {
-        // Under the deploy lock: two moves of one deadline write their files in order.
-        let _serial = self.inner.deploy_lock.lock().await;
+        // Under the instance's lock: two moves of one deadline write their files in order.
+        let _serial = self.inner.lock_instance(id.instance).await;
         let deadline_ms = ends_at_ms.saturating_add(millis(self.inner.settings.deadline_margin));
         let (file, previous) = {
             let mut entries = self.inner.entries();
@@ -659,7 +881,8 @@ impl InstanceRuntime for LocalRuntime {
             entry.file.deadline_ms = deadline_ms;
             (entry.file.clone(), previous)
         };
-        if let Err(e) = state_file::write(&self.inner.dir, &file) {
+        let dir = self.inner.dir.clone();
+        if let Err(e) = blocking_io(move || state_file::write(&dir, &file)).await {
             // Not persisted: a restart would kill at the old deadline, so do not claim the move.
             if let Some(entry) = self.inner.entries().get_mut(&id.instance)
                 && entry.file.deadline_ms == deadline_ms
