@@ -26,6 +26,9 @@ pub enum ErrorKind {
     Forbidden,
     /// 404: no such resource (or not visible to the caller).
     NotFound,
+    /// 405: the route exists but does not take this method (the `Allow` header lists those
+    /// it takes).
+    MethodNotAllowed,
     /// 409: the request conflicts with the current state (already solved, already running).
     Conflict,
     /// 413: the body is too large.
@@ -52,6 +55,7 @@ impl ErrorKind {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
             Self::NotFound => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
@@ -70,6 +74,7 @@ impl ErrorKind {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
             Self::Unprocessable => "unprocessable",
@@ -128,6 +133,14 @@ impl ApiError {
         Self::new(ErrorKind::NotFound, message)
     }
 
+    /// 405 (the router adds the `Allow` header).
+    pub fn method_not_allowed() -> Self {
+        Self::new(
+            ErrorKind::MethodNotAllowed,
+            "This route does not take that method.",
+        )
+    }
+
     /// 409.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Conflict, message)
@@ -183,3 +196,31 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_status_and_wire_word() {
+        for (kind, status, word) in [
+            (ErrorKind::BadRequest, 400, "bad_request"),
+            (ErrorKind::NotFound, 404, "not_found"),
+            (ErrorKind::MethodNotAllowed, 405, "method_not_allowed"),
+            (ErrorKind::PayloadTooLarge, 413, "payload_too_large"),
+            (ErrorKind::RateLimited, 429, "rate_limited"),
+            (ErrorKind::Unavailable, 503, "unavailable"),
+        ] {
+            assert_eq!(kind.status().as_u16(), status, "{kind:?}");
+            assert_eq!(kind.as_str(), word);
+            assert_eq!(
+                serde_json::to_value(kind).unwrap(),
+                serde_json::json!(word),
+                "the serde name is the wire word"
+            );
+        }
+        let response = ApiError::method_not_allowed().into_response();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    }
+}

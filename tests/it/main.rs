@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 
+mod api_fuzz;
 mod chaos;
 mod check_config;
 mod demo;

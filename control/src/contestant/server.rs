@@ -209,11 +209,8 @@ async fn unknown_route() -> ApiError {
     ApiError::not_found("No such route.")
 }
 
-async fn wrong_method() -> Response {
-    let mut response =
-        ApiError::bad_request("This route does not take that method.").into_response();
-    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    response
+async fn wrong_method() -> ApiError {
+    ApiError::method_not_allowed()
 }
 
 async fn healthz() -> &'static str {

@@ -40,6 +40,19 @@ pub const MAX_LIST_LIMIT: u32 = 1000;
 /// How often an operation re-reads and retries after losing a compare-and-set race.
 const CAS_ATTEMPTS: usize = 3;
 
+/// How long a start may stay Queued without any change before a new start request of its slot
+/// publishes its job again. A reservation can be written with no job behind it: the store call
+/// timed out for the caller (who was told 503) but the store applied it. Jobs are idempotent
+/// per instance, so a second job of a start that was only slow costs a queue slot, no more.
+pub const REPUBLISH_AFTER: Duration = Duration::from_secs(30);
+
+/// Whether `record` looks like a reservation whose job may be lost: still Queued and unchanged
+/// for [`REPUBLISH_AFTER`] at `now_ms`.
+pub fn job_may_be_lost(record: &DeploymentRecord, now_ms: u64) -> bool {
+    record.state == DeploymentState::Queued
+        && now_ms.saturating_sub(record.updated_at_ms) >= REPUBLISH_AFTER.as_millis() as u64
+}
+
 /// The Deployment Center: the one control API for instance start, stop, status, extension and
 /// logs, over the state store and the deploy queue.
 #[derive(Debug)]
@@ -182,6 +195,25 @@ impl DeploymentCenter {
                     self.note_queue_change(&stored, true);
                     return self.publish_start(key, stored, spec).await;
                 }
+                Reservation::AlreadyActive(existing) if job_may_be_lost(&existing, now) => {
+                    // Marked first (a CAS that also renews the provisional TTL), so concurrent
+                    // requests publish it once per REPUBLISH_AFTER; a lost race just answers.
+                    let mut marked = existing.clone();
+                    marked.updated_at_ms = now;
+                    let outcome = self
+                        .store
+                        .update_deployment(&marked, self.provisional_ttl)
+                        .await
+                        .map_err(store_unavailable)?;
+                    let UpdateOutcome::Updated(stored) = outcome else {
+                        continue;
+                    };
+                    tracing::warn!(
+                        team = %key.team, challenge = %key.challenge, instance = %stored.instance,
+                        "a start queued for long without a change: its job is published again"
+                    );
+                    return self.republish_start(key, stored, spec).await;
+                }
                 Reservation::AlreadyActive(existing) if existing.state.is_active() => {
                     let status = self.status_of(key, Some(&existing)).await?;
                     return Ok((status, "already_active"));
@@ -255,6 +287,37 @@ impl DeploymentCenter {
         };
         self.roll_back(&record).await;
         Err(refusal)
+    }
+
+    /// Publishes the start job of a reservation again (see [`job_may_be_lost`]). Unlike a fresh
+    /// start, a refusal leaves the reservation as it is: it was not made by this request.
+    async fn republish_start(
+        &self,
+        key: InstanceKey,
+        record: DeploymentRecord,
+        spec: fctf_core::queue::DeploySpec,
+    ) -> Result<(InstanceStatus, &'static str), ApiError> {
+        let job = DeployJob::start(
+            key.team,
+            key.challenge,
+            record.instance,
+            spec,
+            self.now_ms(),
+            self.provisional_ttl,
+        );
+        match self.queue.publish(&job).await {
+            Ok(()) => {
+                let status = self.status_of(key, Some(&record)).await?;
+                Ok((status, "republished"))
+            }
+            Err(QueueError::Full) => Err(ApiError::new(
+                ErrorKind::QueueFull,
+                "Too many instances are starting right now (the deploy queue is full); \
+                 please try again shortly.",
+            )
+            .retry_after(QUEUE_FULL_RETRY_SECS)),
+            Err(e) => Err(ApiError::unavailable("deploy queue", &e)),
+        }
     }
 
     /// Frees a reservation whose job was not published. A failure is logged: the reservation

@@ -313,13 +313,13 @@ async fn unknown_routes_and_wrong_methods_answer_the_error_shape() {
             .assert_error(404, "not_found");
     }
     let wrong = served.call("PUT", "/api/v1/challenges", &[]).await;
-    wrong.assert_error(405, "bad_request");
+    wrong.assert_error(405, "method_not_allowed");
     let allow = wrong.header("allow").expect("405 names the methods");
     assert!(allow.contains("GET") && allow.contains("POST"), "{allow}");
     served
         .call("DELETE", "/api/v1/openapi.json", &[])
         .await
-        .assert_error(405, "bad_request");
+        .assert_error(405, "method_not_allowed");
     served.stop().await;
 }
 

@@ -6,5 +6,7 @@ mod support;
 
 mod content;
 mod instances;
+mod methods;
 mod races;
 mod scoring;
+mod uploads;

@@ -13,7 +13,7 @@ use super::json::ok;
 use super::settings::UpdateError;
 use super::{AdminCaller, ClientIp, Json, Path, db_error, now_ms};
 use crate::contestant::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 
 fn entries(map: &BTreeMap<String, Value>) -> Vec<Value> {
     map.iter()
@@ -24,7 +24,9 @@ fn entries(map: &BTreeMap<String, Value>) -> Vec<Value> {
 async fn update(state: &AppState, changes: &BTreeMap<String, Value>) -> Result<(), ApiError> {
     match state.accounts.settings.update(&state.db, changes).await {
         Ok(_) => Ok(()),
-        Err(UpdateError::Invalid(message)) => Err(ApiError::bad_request(message)),
+        // Each value's kind is documented per key; what is left (start before end, ...) is a
+        // refusal of well-formed input: 422.
+        Err(UpdateError::Invalid(message)) => Err(ApiError::new(ErrorKind::Unprocessable, message)),
         Err(UpdateError::Db(e)) => Err(db_error(e)),
     }
 }

@@ -105,7 +105,8 @@ async fn check_bracket(state: &AppState, bracket: Option<i64>) -> Result<(), Api
             .await
             .map_err(sql_error)?;
         if found.is_none() {
-            return Err(ApiError::bad_request("No such bracket."));
+            // Well formed, refused by the current rows: 422, as the other semantic refusals.
+            return Err(unprocessable("No such bracket.".to_owned()));
         }
     }
     Ok(())
@@ -299,8 +300,8 @@ async fn apply_patch(
         .map_err(db_error)?;
     if let Some(captain) = body.captain_id {
         if !members.contains(&captain) {
-            return Err(ApiError::bad_request(
-                "The new captain must be a member of the team.",
+            return Err(unprocessable(
+                "The new captain must be a member of the team.".to_owned(),
             ));
         }
         sets.push(("captain_id", SetValue::Int(Some(captain))));

@@ -15,7 +15,7 @@ use sqlx::Row;
 use super::json::{done, ok};
 use super::{Caller, Json, Path, now_ms, sql_error};
 use crate::contestant::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorKind};
 
 /// Prefix of every token value (so a leaked one is recognisable in logs and scanners).
 pub const TOKEN_PREFIX: &str = "fctf_";
@@ -168,7 +168,9 @@ pub async fn create(
     let now = now_ms();
     let expiration = body.expiration_ms.unwrap_or(now + DEFAULT_TOKEN_TTL_MS);
     if expiration <= now {
-        return Err(ApiError::bad_request(
+        // A schema cannot know the clock: well formed, refused now (422).
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
             "The expiration must be in the future.",
         ));
     }

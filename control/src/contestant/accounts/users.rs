@@ -210,8 +210,8 @@ pub async fn patch_me(
     )?;
     if let Some(password) = body.password {
         let Some(confirm) = body.confirm else {
-            return Err(ApiError::bad_request(
-                "Send your current password as `confirm` to change it.",
+            return Err(unprocessable(
+                "Send your current password as `confirm` to change it.".to_owned(),
             ));
         };
         let row = sqlx::query("SELECT password FROM users WHERE id = ?")

@@ -15,7 +15,7 @@ use super::records::{Table, returned_id};
 use super::{Body, db_error, iso8601, now_ms, ok};
 use crate::contestant::AppState;
 use crate::contestant::accounts::{AdminCaller, Caller};
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, ErrorKind};
 
 fn rows_json(
     rows: &[sqlx::any::AnyRow],
@@ -89,6 +89,10 @@ struct NewAward {
     icon: Option<String>,
 }
 
+/// Largest award value either way: scores are sums of values, and a board of such awards stays
+/// far from `i64`'s range (the sums saturate besides).
+pub const MAX_AWARD_VALUE: i64 = 1_000_000_000;
+
 /// `POST /api/v1/awards` (admin).
 async fn create(
     State(state): State<AppState>,
@@ -97,6 +101,12 @@ async fn create(
 ) -> ApiResult<Response> {
     if body.name.trim().is_empty() || body.name.chars().count() > 255 {
         return Err(ApiError::bad_request("The name must be 1-255 characters."));
+    }
+    if body.value.unsigned_abs() > MAX_AWARD_VALUE.unsigned_abs() {
+        return Err(ApiError::new(
+            ErrorKind::Unprocessable,
+            format!("The value must be between -{MAX_AWARD_VALUE} and {MAX_AWARD_VALUE}."),
+        ));
     }
     let done = sqlx::query(
         "INSERT INTO awards (user_id, team_id, name, description, value, category, icon, created_ms) \

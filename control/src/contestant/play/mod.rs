@@ -289,7 +289,7 @@ mod tests {
 }
 
 /// A JSON body whose rejections (malformed JSON, wrong types, unknown fields) are answered in
-/// the one error shape, 400, instead of axum's plain text.
+/// the one error shape, 400 (413 for a body over the limit), instead of axum's plain text.
 #[derive(Debug)]
 pub(crate) struct Body<T>(pub T);
 
@@ -303,6 +303,12 @@ where
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(Body(value)),
+            Err(rejection) if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                Err(ApiError::new(
+                    crate::error::ErrorKind::PayloadTooLarge,
+                    "The request body is too large.",
+                ))
+            }
             Err(rejection) => Err(ApiError::bad_request(format!(
                 "The request body is not valid: {}",
                 rejection.body_text().chars().take(300).collect::<String>()

@@ -256,10 +256,16 @@ fn ops() -> Vec<Op> {
         ),
         op("get", "/api/v1/files", "Every file", "admin"),
         with(
-            op("post", "/api/v1/files", "Upload a file (base64)", "admin"),
+            op(
+                "post",
+                "/api/v1/files",
+                "Upload files (CTFd's multipart form, or base64 JSON)",
+                "admin",
+            ),
             object(
                 &["name", "content"],
-                json!({"challenge_id": int, "challenge": int, "name": text, "content": text}),
+                json!({"challenge_id": int, "challenge": int, "name": text, "content": text,
+                       "type": {"type": "string", "enum": ["challenge", "page"]}}),
             ),
         ),
         op("delete", "/api/v1/files/{id}", "Delete a file row", "admin"),
@@ -363,6 +369,15 @@ pub fn paths() -> Value {
             "standings": {"type": "array", "items": {"type": "object", "required": ["pos", "team", "score"], "properties": {
                 "pos": {"type": "integer"}, "team": {"type": "string"}, "score": {"type": "integer"}}}}}}}},
     });
+    // CTFd's (and ctfcli's) upload is a multipart form; the JSON form above is the other one.
+    paths["/api/v1/files"]["post"]["requestBody"]["content"]["multipart/form-data"] = json!({
+        "schema": {"type": "object", "required": ["file"], "additionalProperties": false, "properties": {
+            "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+            "challenge": {"type": "integer"}, "challenge_id": {"type": "integer"},
+            "type": {"type": "string", "enum": ["challenge", "page"]},
+            "nonce": {"type": "string"}}},
+        "encoding": {"file": {"contentType": "application/octet-stream"}},
+    });
     paths
 }
 
@@ -437,6 +452,16 @@ pub fn components() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_upload_takes_ctfds_multipart_form_and_json() {
+        let paths = paths();
+        let content = &paths["/api/v1/files"]["post"]["requestBody"]["content"];
+        assert!(content["application/json"]["schema"].is_object());
+        let form = &content["multipart/form-data"]["schema"];
+        assert_eq!(form["required"], json!(["file"]));
+        assert_eq!(form["properties"]["file"]["items"]["format"], "binary");
+    }
 
     #[test]
     fn every_operation_names_its_path_parameters() {

@@ -142,6 +142,12 @@ impl Board {
     }
 }
 
+/// Adds `points` to a score, saturating: values are bounded where they are written, but a
+/// board must never panic or wrap on what the database holds.
+fn add(score: &mut i64, points: i64) {
+    *score = score.saturating_add(points);
+}
+
 /// Computes the board over the rows created before `cutoff_ms` (all rows when `None`).
 pub fn compute(input: &BoardInput, cutoff_ms: Option<i64>) -> Board {
     let in_view = |created: i64| cutoff_ms.is_none_or(|cut| created < cut);
@@ -183,8 +189,8 @@ pub fn compute(input: &BoardInput, cutoff_ms: Option<i64>) -> Board {
             first,
             rule.first_blood_bonus,
         );
-        *score.entry(s.team_id).or_default() += points;
-        *member_score.entry(s.user_id).or_default() += points;
+        add(score.entry(s.team_id).or_default(), points);
+        add(member_score.entry(s.user_id).or_default(), points);
         last_solve.insert(s.team_id, s.id);
         team_solves.entry(s.team_id).or_default().push(ScoredSolve {
             challenge_id: s.challenge_id,
@@ -201,9 +207,9 @@ pub fn compute(input: &BoardInput, cutoff_ms: Option<i64>) -> Board {
         .iter()
         .filter(|a| in_view(a.created_ms) && counted.contains_key(&a.team_id))
     {
-        *score.entry(a.team_id).or_default() += a.value;
+        add(score.entry(a.team_id).or_default(), a.value);
         if let Some(user) = a.user_id {
-            *member_score.entry(user).or_default() += a.value;
+            add(member_score.entry(user).or_default(), a.value);
         }
     }
 
@@ -307,6 +313,22 @@ mod tests {
             solves: vec![],
             awards: vec![],
         }
+    }
+
+    #[test]
+    fn scores_saturate_instead_of_overflowing() {
+        let mut i = input();
+        let award = |id, value| AwardRow {
+            id,
+            team_id: 1,
+            user_id: Some(100),
+            value,
+            created_ms: 1,
+        };
+        i.awards = vec![award(1, i64::MAX), award(2, i64::MAX), award(3, 5)];
+        let board = compute(&i, None);
+        assert_eq!(board.standings[0].team_id, 1);
+        assert_eq!(board.standings[0].score, i64::MAX);
     }
 
     #[test]

@@ -45,7 +45,15 @@ pub struct Boards {
     cached: std::sync::RwLock<HashMap<Option<i64>, Cached>>,
     writer: tokio::sync::Mutex<()>,
     computed: AtomicU64,
+    /// The rendered `GET /api/v1/scoreboard` answer of the latest boards (live and frozen):
+    /// with thousands of teams, building the JSON costs far more than sending it, so each
+    /// snapshot is rendered once and its bytes shared by every reader.
+    rendered: std::sync::Mutex<Vec<(Arc<Board>, bytes::Bytes)>>,
 }
+
+/// How many rendered boards are kept (the live one and the frozen one, with room for a
+/// snapshot being replaced).
+const RENDERED_KEPT: usize = 3;
 
 impl Boards {
     /// Something that changes scores was written: the next read recomputes.
@@ -71,6 +79,32 @@ impl Boards {
                 c.version == version && c.at.elapsed() < BOARD_TTL,
             )
         })
+    }
+
+    /// The bytes `render` makes of `board`, rendered once per snapshot.
+    fn rendered(
+        &self,
+        board: &Arc<Board>,
+        render: impl FnOnce(&Board) -> bytes::Bytes,
+    ) -> bytes::Bytes {
+        let lock = || {
+            self.rendered
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        if let Some((_, bytes)) = lock().iter().find(|(b, _)| Arc::ptr_eq(b, board)) {
+            return bytes.clone();
+        }
+        // Rendered outside the lock: two first readers may both render, which is harmless.
+        let bytes = render(board);
+        let mut kept = lock();
+        if !kept.iter().any(|(b, _)| Arc::ptr_eq(b, board)) {
+            if kept.len() >= RENDERED_KEPT {
+                kept.remove(0);
+            }
+            kept.push((board.clone(), bytes.clone()));
+        }
+        bytes
     }
 
     /// The board over the rows before `cutoff` (all rows when `None`). A fresh snapshot is
@@ -179,10 +213,12 @@ struct BoardQuery {
     bracket_id: Option<i64>,
 }
 
-fn standings(board: &Board, bracket: Option<i64>) -> Vec<Standing> {
+/// The standings of `bracket` (renumbered), or the whole board borrowed as it is: cloning
+/// thousands of standings with their solves on every read would cost more than the answer.
+fn standings(board: &Board, bracket: Option<i64>) -> std::borrow::Cow<'_, [Standing]> {
     match bracket {
-        Some(b) => board.bracket(b),
-        None => board.standings.clone(),
+        Some(b) => std::borrow::Cow::Owned(board.bracket(b)),
+        None => std::borrow::Cow::Borrowed(&board.standings),
     }
 }
 
@@ -216,11 +252,24 @@ async fn scoreboard(
 ) -> ApiResult<Response> {
     let settings = settings(&state).await;
     let board = board_for(&state, caller.as_ref(), &settings).await?;
-    let list: Vec<Value> = standings(&board, query.bracket_id)
-        .iter()
-        .map(entry)
-        .collect();
-    Ok(ok(list))
+    if query.bracket_id.is_some() {
+        let list: Vec<Value> = standings(&board, query.bracket_id)
+            .iter()
+            .map(entry)
+            .collect();
+        return Ok(ok(list));
+    }
+    let body = state.play.boards.rendered(&board, |board| {
+        let list: Vec<Value> = board.standings.iter().map(entry).collect();
+        bytes::Bytes::from(json!({"success": true, "data": list}).to_string())
+    });
+    Ok(axum::response::IntoResponse::into_response((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )))
 }
 
 /// `GET /api/v1/scoreboard/top/{n}`: CTFd's top-N with each team's solves (for the graph).

@@ -2,9 +2,12 @@
 //!
 //! Race-free: the attempt is decided while holding a state-store lock per (team, challenge), so
 //! the wrong-attempt count (from the database), the cooldown and the wrong-answers-per-minute
-//! counter are exact; the solve itself is an insert that the unique key on (challenge, team)
-//! refuses a second time, with the dynamic value recomputed in the same transaction. A lock
-//! that lapses (a stalled holder) can therefore never cause a second solve.
+//! counter are exact. A wrong flag to a challenge with neither an attempt limit nor a cooldown
+//! (the common case, and the hot path) skips the lock: its only limit is the per-minute one, a
+//! capped increment in the store that is exact by itself. The solve itself is an insert that
+//! the unique key on (challenge, team) refuses a second time, with the dynamic value recomputed
+//! in the same transaction. A lock that lapses (a stalled holder) can therefore never cause a
+//! second solve.
 
 use std::time::Duration;
 
@@ -78,16 +81,24 @@ async fn attempt(
             "The submission is longer than {MAX_SUBMISSION_BYTES} bytes."
         )));
     }
-    let (challenge, _) = open_challenge(&state, &caller, body.challenge_id).await?;
+    let (challenge, solved) = open_challenge(&state, &caller, body.challenge_id).await?;
     let id = challenge.id;
-    // Fast path: most repeats after a solve stop here without touching the lock.
-    if records::has_solved(&state.db, team, id)
-        .await
-        .map_err(db_error)?
-    {
+    // Fast path: most repeats after a solve stop here (the team's solves were just read)
+    // without touching the lock.
+    if solved.contains(&id) {
         return Ok(already_solved());
     }
     let ip = client.to_string();
+    // Without an attempt limit or a cooldown, a wrong flag decides nothing the lock guards: the
+    // per-minute limit is one capped increment in the store, exact on its own. Only correct
+    // flags (and challenges with limits) take the lock.
+    let mut correct = None;
+    if challenge.max_attempts <= 0 && challenge.cooldown_secs <= 0 {
+        if !is_correct(&state, team, &challenge, provided).await? {
+            return wrong_unlocked(&state, &caller, team, &challenge, provided, &ip).await;
+        }
+        correct = Some(true);
+    }
     let lock = format!("submit:{team}:{id}");
     let db = state.db.clone();
     let token = match lock_or(state.store.as_ref(), &lock, || {
@@ -104,12 +115,94 @@ async fn attempt(
         Locked::Held(token) => token,
         Locked::Answered(response) => return Ok(response),
     };
-    let result = decide(&state, &caller, team, &challenge, provided, &ip).await;
+    let result = decide(&state, &caller, team, &challenge, provided, &ip, correct).await;
     unlock(state.store.as_ref(), &lock, &token).await;
     result
 }
 
-/// The attempt, decided under the (team, challenge) lock.
+fn too_fast() -> ApiError {
+    ApiError::new(
+        ErrorKind::RateLimited,
+        "You're submitting flags too fast. Slow down.",
+    )
+    .retry_after(60)
+}
+
+/// A wrong flag to a challenge without attempt limit or cooldown, decided without the lock.
+async fn wrong_unlocked(
+    state: &AppState,
+    caller: &Caller,
+    team: i64,
+    challenge: &Challenge,
+    provided: &str,
+    ip: &str,
+) -> ApiResult<Response> {
+    let per_min = u64::from(state.config.contestant.wrong_flags_per_min);
+    let wrong_key = format!("wrong:{team}:{}", challenge.id);
+    // Refused at the cap (unchanged), so racing submissions never pass the limit.
+    if state
+        .store
+        .counter_incr(&wrong_key, per_min, Duration::from_secs(60))
+        .await
+        .map_err(store_error)?
+        .is_none()
+    {
+        return Err(too_fast());
+    }
+    let submission = NewSubmission {
+        challenge_id: challenge.id,
+        user_id: caller.user_id,
+        team_id: team,
+        ip,
+        provided,
+        now_ms: now_ms(),
+    };
+    record_incorrect(state, caller, team, challenge, &submission).await?;
+    Ok(answer("incorrect", "Incorrect"))
+}
+
+/// Records a wrong submission, its action-log line and, for a team-flag challenge, a
+/// flag-sharing event when the flag is another team's.
+async fn record_incorrect(
+    state: &AppState,
+    caller: &Caller,
+    team: i64,
+    challenge: &Challenge,
+    submission: &NewSubmission<'_>,
+) -> ApiResult<()> {
+    let id = challenge.id;
+    let submission_id = records::record_wrong(&state.db, submission)
+        .await
+        .map_err(db_error)?;
+    actions::record(
+        &state.db,
+        team,
+        caller.user_id,
+        Action::SubmitIncorrect,
+        Some(id),
+        None,
+    )
+    .await;
+    if challenge.team_flag
+        && let Some(owner) = records::team_of_flag(&state.db, id, submission.provided)
+            .await
+            .map_err(db_error)?
+        && owner != team
+    {
+        records::record_cheat(&state.db, submission, submission_id, owner)
+            .await
+            .map_err(db_error)?;
+        tracing::warn!(
+            team,
+            owner,
+            challenge = id,
+            "flag sharing: a team submitted another team's flag"
+        );
+    }
+    Ok(())
+}
+
+/// The attempt, decided under the (team, challenge) lock (`correct` when already known).
 async fn decide(
     state: &AppState,
     caller: &Caller,
@@ -117,6 +210,7 @@ async fn decide(
     challenge: &Challenge,
     provided: &str,
     ip: &str,
+    correct: Option<bool>,
 ) -> ApiResult<Response> {
     let id = challenge.id;
     if records::has_solved(&state.db, team, id)
@@ -126,9 +220,13 @@ async fn decide(
         return Ok(already_solved());
     }
     let max = challenge.max_attempts;
-    let wrong = records::wrong_attempts(&state.db, team, id)
-        .await
-        .map_err(db_error)?;
+    let wrong = if max > 0 {
+        records::wrong_attempts(&state.db, team, id)
+            .await
+            .map_err(db_error)?
+    } else {
+        0
+    };
     if max > 0 && wrong >= max {
         return Err(ApiError::forbidden(
             "You have 0 tries remaining for this challenge.",
@@ -143,11 +241,7 @@ async fn decide(
         .map_err(store_error)?
         >= per_min
     {
-        return Err(ApiError::new(
-            ErrorKind::RateLimited,
-            "You're submitting flags too fast. Slow down.",
-        )
-        .retry_after(60));
+        return Err(too_fast());
     }
     if challenge.cooldown_secs > 0
         && let Some(left) = state
@@ -174,7 +268,11 @@ async fn decide(
         provided,
         now_ms: now_ms(),
     };
-    if is_correct(state, team, challenge, provided).await? {
+    let correct = match correct {
+        Some(known) => known,
+        None => is_correct(state, team, challenge, provided).await?,
+    };
+    if correct {
         let mut outcome = records::record_solve(&state.db, &submission, challenge).await;
         if let Err(fctf_core::db::DbError::Query(message)) = &outcome
             && super::is_transient(message)
@@ -202,39 +300,12 @@ async fn decide(
         };
     }
 
-    let submission_id = records::record_wrong(&state.db, &submission)
-        .await
-        .map_err(db_error)?;
-    actions::record(
-        &state.db,
-        team,
-        caller.user_id,
-        Action::SubmitIncorrect,
-        Some(id),
-        None,
-    )
-    .await;
+    record_incorrect(state, caller, team, challenge, &submission).await?;
     state
         .store
         .counter_incr(&wrong_key, u64::MAX, Duration::from_secs(60))
         .await
         .map_err(store_error)?;
-    if challenge.team_flag
-        && let Some(owner) = records::team_of_flag(&state.db, id, provided)
-            .await
-            .map_err(db_error)?
-        && owner != team
-    {
-        records::record_cheat(&state.db, &submission, submission_id, owner)
-            .await
-            .map_err(db_error)?;
-        tracing::warn!(
-            team,
-            owner,
-            challenge = id,
-            "flag sharing: a team submitted another team's flag"
-        );
-    }
     if max > 0 {
         let left = max - wrong - 1;
         if left <= 0 {

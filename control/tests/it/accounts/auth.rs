@@ -272,7 +272,7 @@ async fn api_tokens_authenticate_until_they_expire_or_are_revoked(backend: Backe
             Some(json!({"expiration_ms": 1})),
         )
         .await;
-    assert_eq!(past.status, StatusCode::BAD_REQUEST);
+    assert_eq!(past.status, StatusCode::UNPROCESSABLE_ENTITY);
     let other = env.player("erin", None).await;
     let foreign = env
         .call(

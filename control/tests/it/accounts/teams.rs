@@ -131,7 +131,7 @@ async fn create_join_leave_and_captaincy(backend: Backend) {
             Some(json!({"captain_id": late.user_id})),
         )
         .await;
-    assert_eq!(outsider.status, StatusCode::BAD_REQUEST);
+    assert_eq!(outsider.status, StatusCode::UNPROCESSABLE_ENTITY);
     let handed = env
         .call(
             Method::PATCH,

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use fctf_control::deployment::center::REPUBLISH_AFTER;
 use fctf_control::deployment::contract::{
     DeploymentControl, ExtendRequest, InstanceKey, InstanceTarget, ListRequest, LogsRequest,
     StopAllRequest, WorkflowCallback, WorkflowPhase, paths,
@@ -15,7 +16,7 @@ use fctf_core::queue::{DeploySpec, JobKind};
 use fctf_core::runtime::{
     InstanceRef, InstanceRuntime, Observed, Placement, RuntimeError, RuntimeResult,
 };
-use fctf_core::store::DeploymentState;
+use fctf_core::store::{DeploymentRecord, DeploymentState, Reservation};
 use fctf_core::token::{Keyring, TokenError, Verifier};
 use http::StatusCode;
 use serde_json::Value;
@@ -42,6 +43,7 @@ macro_rules! on_both {
 
 on_both!(
     start_writes_the_record_then_one_job,
+    a_reservation_left_without_its_job_is_published_again,
     quota_exceeded_is_refused_without_a_job,
     queue_full_rolls_the_reservation_back,
     queued_starts_have_queue_positions,
@@ -123,6 +125,73 @@ async fn start_writes_the_record_then_one_job(backend: Backend) {
             .operation_count("start", "already_active"),
         1
     );
+}
+
+/// A reservation the store applied after the caller gave up (a store timeout: the player saw
+/// 503) has no job; a later start of the slot publishes it once it has sat unchanged for
+/// `REPUBLISH_AFTER`, and not again right after.
+async fn a_reservation_left_without_its_job_is_published_again(backend: Backend) {
+    let h = backend.harness("republish", 300).await;
+    let k = key(7, 2);
+    let record = DeploymentRecord {
+        team: k.team,
+        challenge: k.challenge,
+        instance: InstanceId::new(),
+        state: DeploymentState::Queued,
+        version: 0,
+        route: None,
+        reason: None,
+        created_at_ms: now_ms(),
+        updated_at_ms: now_ms(),
+        expires_at_ms: None,
+    };
+    let reserved = h
+        .store
+        .reserve_instance(&record, 3, Duration::from_secs(300))
+        .await
+        .unwrap();
+    assert!(matches!(reserved, Reservation::Reserved(_)), "{reserved:?}");
+    // Right away, a start answers the reservation and publishes nothing (it may be slow only).
+    let soon = h.center.start(&start_request(k, 3)).await.unwrap();
+    assert_eq!(soon.instance, Some(record.instance));
+    assert_eq!(h.ready_jobs().await, 0);
+
+    // Later, on a center whose clock is past REPUBLISH_AFTER, the job is published once.
+    let later = DeploymentCenter::new(
+        Arc::clone(&h.store),
+        Arc::clone(&h.queue),
+        &h.config,
+        keys(),
+    )
+    .with_clock(Arc::new(Ahead(REPUBLISH_AFTER + Duration::from_secs(1))));
+    let status = later.start(&start_request(k, 3)).await.unwrap();
+    assert_eq!(status.instance, Some(record.instance));
+    assert_eq!(h.store.quota_usage(k.team).await.unwrap(), 1);
+    // The store stamped the mark with its own (real) clock: a start right after publishes
+    // nothing more.
+    let again = h.center.start(&start_request(k, 3)).await.unwrap();
+    assert_eq!(again.instance, Some(record.instance));
+    assert_eq!(h.ready_jobs().await, 1);
+    let job = h.take_jobs(1).await.remove(0);
+    assert_eq!(job.instance, record.instance);
+    assert_eq!(job.kind, JobKind::Start(spec()));
+    assert_eq!(later.metrics().operation_count("start", "republished"), 1);
+    assert_eq!(
+        h.center
+            .metrics()
+            .operation_count("start", "already_active"),
+        2
+    );
+}
+
+/// The system clock moved ahead by a fixed amount.
+#[derive(Debug)]
+struct Ahead(Duration);
+
+impl fctf_control::deployment::Clock for Ahead {
+    fn now_ms(&self) -> u64 {
+        now_ms() + self.0.as_millis() as u64
+    }
 }
 
 async fn quota_exceeded_is_refused_without_a_job(backend: Backend) {
