@@ -22,6 +22,7 @@ use super::{SECRET, Scratch, fctf};
 pub(super) struct Platform {
     pub(super) child: Child,
     pub(super) api: u16,
+    pub(super) api_admin: u16,
     pub(super) http: u16,
     pub(super) tcp: u16,
     pub(super) admin_token: String,
@@ -29,7 +30,22 @@ pub(super) struct Platform {
 }
 
 impl Drop for Platform {
+    /// SIGINT first, so `fctf up` stops its instance programs even when a test fails; then
+    /// SIGKILL if it has not exited within 30 s.
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -159,6 +175,7 @@ pub(super) fn start_with(
     Platform {
         child,
         api,
+        api_admin,
         http,
         tcp,
         admin_token,
@@ -302,7 +319,7 @@ impl Client {
     }
 }
 
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
+pub(super) fn dechunk(mut body: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") else {

@@ -11,15 +11,16 @@
 //! Every page is saved as a PNG under `$CARGO_TARGET_DIR/portal-screenshots/` (the path is
 //! printed). Missing chromium or chromedriver fails the test with the `apt-get` command.
 
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read as _, Write as _};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::{Scratch, fctf};
+use super::Scratch;
+use super::journey::{dechunk, free_port, start};
 
 const INSTALL: &str = "apt-get install -y chromium chromium-driver";
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -92,138 +93,6 @@ fn http(
         body = dechunk(&body);
     }
     (status, body)
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    while let Some(line_end) = body.windows(2).position(|w| w == b"\r\n") {
-        let size_text = String::from_utf8_lossy(&body[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
-        if size == 0 {
-            break;
-        }
-        let start = line_end + 2;
-        out.extend_from_slice(&body[start..start + size]);
-        body = &body[start + size + 2..];
-    }
-    out
-}
-
-// ---- fctf up (the embedded default), as journey.rs starts it ----
-
-struct Platform {
-    child: Child,
-    api: u16,
-    api_admin: u16,
-    http: u16,
-    admin_token: String,
-}
-
-impl Drop for Platform {
-    fn drop(&mut self) {
-        // SIGINT first, so `fctf up` stops its instance programs.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_platform(scratch: &Scratch) -> Platform {
-    let (api, api_admin, http, tcp, gw_admin, center) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let data = scratch.dir.join("data");
-    let mut child = fctf()
-        .arg("up")
-        .env(
-            "FCTF_DATABASE__URL",
-            format!("sqlite://{}/fctf.db", data.display()),
-        )
-        .env("FCTF_RUNTIME__LOCAL_STATE_DIR", data.join("instances"))
-        .env("FCTF_CONTESTANT__FILES_DIR", data.join("files"))
-        .env("FCTF_CONTESTANT__LISTEN", format!("127.0.0.1:{api}"))
-        .env(
-            "FCTF_CONTESTANT__ADMIN_LISTEN",
-            format!("127.0.0.1:{api_admin}"),
-        )
-        .env("FCTF_GATEWAY__HTTP_LISTEN", format!("127.0.0.1:{http}"))
-        .env("FCTF_GATEWAY__TCP_LISTEN", format!("127.0.0.1:{tcp}"))
-        .env(
-            "FCTF_GATEWAY__ADMIN_LISTEN",
-            format!("127.0.0.1:{gw_admin}"),
-        )
-        .env("FCTF_DEPLOYMENT__LISTEN", format!("127.0.0.1:{center}"))
-        .env(
-            "FCTF_DEPLOYMENT__PUBLIC_HTTP_URL",
-            format!("http://127.0.0.1:{http}"),
-        )
-        .env("FCTF_DEPLOYMENT__PUBLIC_TCP_PORT", tcp.to_string())
-        .current_dir(&scratch.dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut banner = String::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !banner.contains("Stop with Ctrl-C") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines_rx.recv_timeout(left) {
-            Ok(line) => {
-                banner.push_str(&line);
-                banner.push('\n');
-            }
-            Err(_) => {
-                let _ = child.kill();
-                panic!("fctf up printed no banner within 60 s; got:\n{banner}");
-            }
-        }
-    }
-    let admin_token = banner
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Admin API token"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    Platform {
-        child,
-        api,
-        api_admin,
-        http,
-        admin_token,
-    }
 }
 
 // ---- chromedriver and a W3C WebDriver session ----
@@ -601,7 +470,7 @@ fn my_score(browser: &Browser<'_>) -> i64 {
 fn the_portal_plays_the_whole_journey_in_chromium() {
     let driver = Driver::start();
     let scratch = Scratch::new();
-    let platform = start_platform(&scratch);
+    let platform = start(&scratch, None);
     let shots = screenshots_dir();
     println!("portal screenshots: {}", shots.display());
     let mut browser = Browser::open(&driver, &scratch.dir.join("profile"), &shots);

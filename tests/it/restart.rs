@@ -106,6 +106,9 @@ fn a_restarted_fctf_up_keeps_its_data_and_leaks_no_instance() {
     );
 
     // SIGKILL: nothing runs the shutdown; both instances outlive the platform.
+    let mut platform = platform;
+    platform.child.kill().unwrap();
+    platform.child.wait().unwrap();
     drop(platform);
     assert!(
         group_alive(web_group),

@@ -46,6 +46,16 @@ const CAS_ATTEMPTS: usize = 3;
 /// per instance, so a second job of a start that was only slow costs a queue slot, no more.
 pub const REPUBLISH_AFTER: Duration = Duration::from_secs(30);
 
+/// The answer to a start the deploy queue refused as full.
+fn queue_full() -> ApiError {
+    ApiError::new(
+        ErrorKind::QueueFull,
+        "Too many instances are starting right now (the deploy queue is full); \
+         please try again shortly.",
+    )
+    .retry_after(QUEUE_FULL_RETRY_SECS)
+}
+
 /// Whether `record` looks like a reservation whose job may be lost: still Queued and unchanged
 /// for [`REPUBLISH_AFTER`] at `now_ms`.
 pub fn job_may_be_lost(record: &DeploymentRecord, now_ms: u64) -> bool {
@@ -251,25 +261,13 @@ impl DeploymentCenter {
         record: DeploymentRecord,
         spec: fctf_core::queue::DeploySpec,
     ) -> Result<(InstanceStatus, &'static str), ApiError> {
-        let job = DeployJob::start(
-            key.team,
-            key.challenge,
-            record.instance,
-            spec,
-            self.now_ms(),
-            self.provisional_ttl,
-        );
+        let job = self.start_job(key, &record, spec);
         let refusal = match self.queue.publish(&job).await {
             Ok(()) => {
                 let status = self.status_of(key, Some(&record)).await?;
                 return Ok((status, "queued"));
             }
-            Err(QueueError::Full) => ApiError::new(
-                ErrorKind::QueueFull,
-                "Too many instances are starting right now (the deploy queue is full); \
-                 please try again shortly.",
-            )
-            .retry_after(QUEUE_FULL_RETRY_SECS),
+            Err(QueueError::Full) => queue_full(),
             Err(QueueError::InvalidJob(e)) => ApiError::bad_request(e.to_string()),
             Err(e @ QueueError::Timeout(_)) => {
                 // The confirm was late, not necessarily the job: if a consumer already moved the
@@ -289,6 +287,23 @@ impl DeploymentCenter {
         Err(refusal)
     }
 
+    /// The start job of `record`'s instance, expiring with the provisional TTL.
+    fn start_job(
+        &self,
+        key: InstanceKey,
+        record: &DeploymentRecord,
+        spec: fctf_core::queue::DeploySpec,
+    ) -> DeployJob {
+        DeployJob::start(
+            key.team,
+            key.challenge,
+            record.instance,
+            spec,
+            self.now_ms(),
+            self.provisional_ttl,
+        )
+    }
+
     /// Publishes the start job of a reservation again (see [`job_may_be_lost`]). Unlike a fresh
     /// start, a refusal leaves the reservation as it is: it was not made by this request.
     async fn republish_start(
@@ -297,25 +312,13 @@ impl DeploymentCenter {
         record: DeploymentRecord,
         spec: fctf_core::queue::DeploySpec,
     ) -> Result<(InstanceStatus, &'static str), ApiError> {
-        let job = DeployJob::start(
-            key.team,
-            key.challenge,
-            record.instance,
-            spec,
-            self.now_ms(),
-            self.provisional_ttl,
-        );
+        let job = self.start_job(key, &record, spec);
         match self.queue.publish(&job).await {
             Ok(()) => {
                 let status = self.status_of(key, Some(&record)).await?;
                 Ok((status, "republished"))
             }
-            Err(QueueError::Full) => Err(ApiError::new(
-                ErrorKind::QueueFull,
-                "Too many instances are starting right now (the deploy queue is full); \
-                 please try again shortly.",
-            )
-            .retry_after(QUEUE_FULL_RETRY_SECS)),
+            Err(QueueError::Full) => Err(queue_full()),
             Err(e) => Err(ApiError::unavailable("deploy queue", &e)),
         }
     }
