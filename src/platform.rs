@@ -16,7 +16,7 @@ use fctf_core::store::{MemoryStore, RedisStore, StateStore};
 use fctf_workers::listener::poll::SnapshotPoller;
 use fctf_workers::listener::{ChangeFeed, ContestWindow};
 use fctf_workers::runtime::argo::ArgoRuntime;
-use fctf_workers::runtime::kubernetes::KubernetesRuntime;
+use fctf_workers::runtime::kubernetes::{KubernetesRuntime, WatchSettings};
 use fctf_workers::runtime::local::{LocalRuntime, LocalSettings};
 
 /// The deploy queue topology of `[queue]`.
@@ -126,15 +126,25 @@ pub fn contest_window(config: &Config, db: Database) -> Arc<dyn ContestWindow> {
     })
 }
 
-/// Change hints for the listener: the local runtime cannot watch, so its snapshot (in-process,
-/// cheap) is polled every 100 ms; other runtimes rely on the listener's resync here.
-pub fn change_feed(runtime: &Arc<dyn InstanceRuntime>) -> Option<Arc<dyn ChangeFeed>> {
-    (runtime.kind() == "local").then(|| {
-        Arc::new(SnapshotPoller::new(
+/// What tells the Deployment Listener of instance changes between its full resyncs: on the
+/// local runtime a snapshot poller (woken by the runtime's own change announcements), on a
+/// cluster (`kubernetes`, `argo`) a watch on challenge pods through a client of its own.
+pub async fn change_feed(
+    config: &Config,
+    runtime: &Arc<dyn InstanceRuntime>,
+) -> anyhow::Result<Option<Arc<dyn ChangeFeed>>> {
+    Ok(Some(match config.runtime.kind {
+        RuntimeKind::Local => Arc::new(SnapshotPoller::new(
             runtime.clone(),
             Duration::from_millis(100),
-        )) as Arc<dyn ChangeFeed>
-    })
+        )) as Arc<dyn ChangeFeed>,
+        RuntimeKind::Kubernetes | RuntimeKind::Argo => {
+            let cluster = KubernetesRuntime::connect(&config.runtime)
+                .await
+                .context("connecting to the Kubernetes API for the pod watch")?;
+            Arc::new(cluster.pod_watch(WatchSettings::default()))
+        }
+    }))
 }
 
 /// Kills what a killed predecessor may have left unrecorded in the local runtime's state

@@ -180,7 +180,9 @@ pub fn listener(args: &RoleArgs) -> Result<Exit, Failure> {
             .or_exit(Exit::Unavailable)?;
         // The contest end is read from the contest settings in the database.
         let contest = platform::contest_window(&config, db.clone());
-        let feed = platform::change_feed(&runtime);
+        let feed = platform::change_feed(&config, &runtime)
+            .await
+            .or_exit(Exit::Unavailable)?;
         let metrics = std::sync::Arc::new(fctf_workers::listener::ListenerMetrics::default());
         let counted = metrics.clone();
         serve_metrics(

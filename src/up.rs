@@ -92,6 +92,9 @@ async fn run(config: Config) -> Result<(), Failure> {
     let runtime = platform::runtime(&config)
         .await
         .or_exit(Exit::Unavailable)?;
+    let feed = platform::change_feed(&config, &runtime)
+        .await
+        .or_exit(Exit::Unavailable)?;
     let center =
         DeploymentCenter::from_config(&config, store.clone(), queue.clone(), Some(runtime.clone()))
             .context("building the Deployment Center")
@@ -143,7 +146,7 @@ async fn run(config: Config) -> Result<(), Failure> {
         store.clone(),
         db.clone(),
         platform::contest_window(&config, db.clone()),
-        platform::change_feed(&runtime),
+        feed,
         config.listener.clone(),
         until(stopped.clone()),
     ));

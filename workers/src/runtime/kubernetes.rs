@@ -30,7 +30,7 @@ use kube::{Client, Resource};
 use serde::Serialize;
 
 use self::manifest::{ClusterSettings, KIND_CHALLENGE, LABEL_KIND};
-pub use self::watch::WatchSettings;
+pub use self::watch::{PodWatch, WatchSettings};
 
 /// The field manager of every server-side apply: the platform owns these fields.
 pub const FIELD_MANAGER: &str = "fctf";
@@ -118,6 +118,11 @@ impl KubernetesRuntime {
     pub fn with_page_size(mut self, page_size: u32) -> Self {
         self.page_size = page_size.max(1);
         self
+    }
+
+    /// The listener's change feed on this cluster: a pod watch through the same client.
+    pub fn pod_watch(&self, settings: WatchSettings) -> PodWatch {
+        PodWatch::new(self.client.clone(), settings)
     }
 
     /// The client, for the Argo runtime sharing it.

@@ -7,6 +7,7 @@
 //! so an API server that answers 429 or 500 is not hammered.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::time::Duration;
 
 use fctf_core::runtime::InstanceRef;
@@ -147,4 +148,33 @@ pub fn instance_hints(client: Client, settings: WatchSettings) -> BoxStream<'sta
         })
         .flat_map(futures_util::stream::iter)
         .boxed()
+}
+
+/// The Deployment Listener's change feed on a cluster (the `kubernetes` and `argo` runtimes):
+/// [`instance_hints`] through its own client, a fresh watch for each call of `changes`.
+#[derive(Clone)]
+pub struct PodWatch {
+    client: Client,
+    settings: WatchSettings,
+}
+
+impl fmt::Debug for PodWatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PodWatch")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PodWatch {
+    /// Watches challenge pods through `client`.
+    pub fn new(client: Client, settings: WatchSettings) -> Self {
+        Self { client, settings }
+    }
+}
+
+impl crate::listener::ChangeFeed for PodWatch {
+    fn changes(&self) -> BoxStream<'static, InstanceRef> {
+        instance_hints(self.client.clone(), self.settings)
+    }
 }

@@ -85,6 +85,22 @@ async fn hints_follow_adds_changes_and_deletes() {
     );
 }
 
+/// What `fctf listener` runs on a cluster: the pod watch as the listener's change feed.
+#[tokio::test]
+async fn the_pod_watch_is_the_listeners_change_feed() {
+    use fctf_workers::listener::ChangeFeed as _;
+
+    let api = FakeApi::start().await;
+    let a = instance(3, 1);
+    put_running(&api, &a, "a");
+    let feed = runtime(&api).pod_watch(fast(30));
+    let mut hints = feed.changes();
+    expect_hints(&mut hints, &[a]).await;
+    let b = instance(4, 1);
+    put_running(&api, &b, "b");
+    expect_hints(&mut hints, &[b]).await;
+}
+
 #[tokio::test]
 async fn a_410_relists_and_finds_pods_deleted_while_the_watch_was_down() {
     let api = FakeApi::start().await;
