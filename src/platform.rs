@@ -153,7 +153,8 @@ pub async fn change_feed(
 /// running program that no state file names, which the runtime cannot adopt and nothing would
 /// ever stop. Every live process whose working directory is under `dir/work/` and whose
 /// instance has no state file gets its process group killed. Call it before the runtime
-/// deploys anything, from the one process that owns `dir`. Returns the groups killed.
+/// deploys anything, from the one process that spawns into `dir` (`fctf up`, or `fctf
+/// consumer` when the roles run apart). Returns the groups killed.
 pub fn sweep_unrecorded_instances(dir: &std::path::Path) -> usize {
     let Ok(work) = std::fs::canonicalize(dir.join("work")) else {
         return 0;
