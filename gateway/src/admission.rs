@@ -735,7 +735,7 @@ pub fn client_key(ip: IpAddr) -> String {
 
 #[cfg(test)]
 mod tests {
-    use fctf_core::store::{DeploymentRecord, MemoryStore, Reservation};
+    use fctf_core::store::{DeploymentRecord, MemoryStore, Reservation, UpdateOutcome};
     use fctf_core::token::{Keyring, TokenKey, mint};
 
     use super::*;
@@ -787,6 +787,39 @@ mod tests {
         }
     }
 
+    /// Reserves `instance`'s slot (Queued), as the Deployment Center does.
+    async fn reserve(store: &MemoryStore, instance: InstanceId) -> DeploymentRecord {
+        match store
+            .reserve_instance(
+                &record(instance, DeploymentState::Queued),
+                3,
+                Duration::from_secs(60),
+            )
+            .await
+            .unwrap()
+        {
+            Reservation::Reserved(rec) => rec,
+            other => panic!("not reserved: {other:?}"),
+        }
+    }
+
+    /// Moves `rec` to `state`, as the consumer or the listener does; the record as stored.
+    async fn set_state(
+        store: &MemoryStore,
+        mut rec: DeploymentRecord,
+        state: DeploymentState,
+    ) -> DeploymentRecord {
+        rec.state = state;
+        match store
+            .update_deployment(&rec, Duration::from_secs(60))
+            .await
+            .unwrap()
+        {
+            UpdateOutcome::Updated(rec) => rec,
+            other => panic!("not updated: {other:?}"),
+        }
+    }
+
     #[test]
     fn verified_tokens_are_cached_and_forged_ones_refused() {
         let adm = admission(Arc::new(MemoryStore::new()), false);
@@ -822,24 +855,10 @@ mod tests {
         assert_eq!(adm.check_live(&grant).await, Err(Refusal::NotLive));
         adm.forget_instance(TeamId(7), ChallengeId(3));
 
-        let reserved = store
-            .reserve_instance(
-                &record(live, DeploymentState::Queued),
-                3,
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap();
-        let fctf_core::store::Reservation::Reserved(mut rec) = reserved else {
-            panic!("not reserved: {reserved:?}");
-        };
+        let rec = reserve(&store, live).await;
         assert_eq!(adm.check_live(&grant).await, Err(Refusal::Starting));
         adm.forget_instance(TeamId(7), ChallengeId(3));
-        rec.state = DeploymentState::Running;
-        store
-            .update_deployment(&rec, Duration::from_secs(60))
-            .await
-            .unwrap();
+        set_state(&store, rec, DeploymentState::Running).await;
         assert_eq!(adm.check_live(&grant).await, Ok(()));
         assert_eq!(adm.check_live(&grant).await, Ok(()));
         assert_eq!(
@@ -863,22 +882,8 @@ mod tests {
             .verify(&mint(&key(), &claims(fresh)).unwrap(), NOW)
             .unwrap();
         assert_eq!(adm.check_live(&grant).await, Err(Refusal::NotLive));
-        let Reservation::Reserved(mut rec) = store
-            .reserve_instance(
-                &record(fresh, DeploymentState::Queued),
-                3,
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap()
-        else {
-            panic!("not reserved");
-        };
-        rec.state = DeploymentState::Running;
-        store
-            .update_deployment(&rec, Duration::from_secs(60))
-            .await
-            .unwrap();
+        let rec = reserve(&store, fresh).await;
+        set_state(&store, rec, DeploymentState::Running).await;
         // The cache still says "down", but the token may name what replaced it: no refusal.
         assert_eq!(adm.check_live(&grant).await, Ok(()));
         let misses = adm.counters().liveness_cache_misses.load(Ordering::Relaxed);
@@ -913,39 +918,18 @@ mod tests {
         let grant = adm
             .verify(&mint(&key(), &claims(instance)).unwrap(), NOW)
             .unwrap();
-        let fctf_core::store::Reservation::Reserved(mut rec) = store
-            .reserve_instance(
-                &record(instance, DeploymentState::Queued),
-                3,
-                Duration::from_secs(60),
-            )
-            .await
-            .unwrap()
-        else {
-            panic!("not reserved");
-        };
+        let rec = reserve(&store, instance).await;
         // Still starting at the end of the hold: refused, after rechecks of the store.
         assert_eq!(adm.await_live(&grant).await, Err(Refusal::Starting));
         assert!(adm.counters().liveness_cache_misses.load(Ordering::Relaxed) >= 2);
         assert_eq!(adm.counters().starting_timeouts.load(Ordering::Relaxed), 1);
 
-        rec.state = DeploymentState::Deploying;
-        let fctf_core::store::UpdateOutcome::Updated(mut rec) = store
-            .update_deployment(&rec, Duration::from_secs(60))
-            .await
-            .unwrap()
-        else {
-            panic!("not updated");
-        };
+        let rec = set_state(&store, rec, DeploymentState::Deploying).await;
         let runner = {
             let store = store.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(200)).await;
-                rec.state = DeploymentState::Running;
-                store
-                    .update_deployment(&rec, Duration::from_secs(60))
-                    .await
-                    .unwrap();
+                set_state(&store, rec, DeploymentState::Running).await;
             })
         };
         // Becomes Running during the hold: admitted, although "starting" was cached.
