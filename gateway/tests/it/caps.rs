@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use fctf_core::store::{MemoryStore, RedisStore, StateStore};
 use fctf_gateway::server::GatewayHandle;
-use fctf_gateway::tcp::{PROMPT, TcpCaps};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use fctf_gateway::tcp::TcpCaps;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::support::*;
@@ -46,27 +46,9 @@ async fn connect_all(addr: SocketAddr, n: usize) -> Vec<Opening> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             tokio::spawn(async move {
-                let mut conn = TcpStream::connect(addr).await.expect("connect");
-                let mut first = Vec::new();
-                tokio::time::timeout(Duration::from_secs(5), async {
-                    let mut buf = [0u8; 64];
-                    while first.len() < PROMPT.len() {
-                        match conn.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(k) => first.extend_from_slice(&buf[..k]),
-                        }
-                    }
-                })
-                .await
-                .expect("prompt or close within 5 s");
-                if first.is_empty() {
-                    Opening::Silent
-                } else {
-                    assert_eq!(
-                        first, PROMPT,
-                        "a connection opens with the prompt or nothing"
-                    );
-                    Opening::Prompted(conn)
+                match open_tcp(addr).await {
+                    Some(conn) => Opening::Prompted(conn),
+                    None => Opening::Silent,
                 }
             })
         })

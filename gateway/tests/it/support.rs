@@ -729,3 +729,31 @@ impl Drop for PrivateRedis {
         let _ = self.child.wait();
     }
 }
+
+/// Connects to `addr` and reads how the connection opens: `Some` with the prompt read, `None`
+/// when it was closed without a byte.
+pub async fn open_tcp(addr: SocketAddr) -> Option<TcpStream> {
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    let mut first = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 64];
+        while first.len() < fctf_gateway::tcp::PROMPT.len() {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(k) => first.extend_from_slice(&buf[..k]),
+            }
+        }
+    })
+    .await
+    .expect("prompt or close within 5 s");
+    if first.is_empty() {
+        None
+    } else {
+        assert_eq!(
+            first,
+            fctf_gateway::tcp::PROMPT,
+            "a connection opens with the prompt or nothing"
+        );
+        Some(conn)
+    }
+}

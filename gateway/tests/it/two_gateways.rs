@@ -10,8 +10,8 @@ use std::time::Duration;
 use fctf_core::store::{RateLimit, RedisStore, StateStore, keys};
 use fctf_gateway::http::HttpLimits;
 use fctf_gateway::server::GatewayHandle;
-use fctf_gateway::tcp::{PROMPT, TcpCaps, TcpSettings};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use fctf_gateway::tcp::{TcpCaps, TcpSettings};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
@@ -42,34 +42,10 @@ fn settings(caps: TcpCaps) -> TcpSettings {
     settings
 }
 
-/// Connects to `addr` and reads how the connection opens: `Some` with the prompt read, `None`
-/// when it was closed without a byte.
-async fn open(addr: SocketAddr) -> Option<TcpStream> {
-    let mut conn = TcpStream::connect(addr).await.expect("connect");
-    let mut first = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0u8; 64];
-        while first.len() < PROMPT.len() {
-            match conn.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(k) => first.extend_from_slice(&buf[..k]),
-            }
-        }
-    })
-    .await
-    .expect("prompt or close within 5 s");
-    if first.is_empty() {
-        None
-    } else {
-        assert_eq!(first, PROMPT);
-        Some(conn)
-    }
-}
-
 /// Opens `n` connections at once, alternating between `addrs`; the prompted ones.
 async fn open_all(addrs: &[SocketAddr], n: usize) -> Vec<TcpStream> {
     let tasks: Vec<_> = (0..n)
-        .map(|i| tokio::spawn(open(addrs[i % addrs.len()])))
+        .map(|i| tokio::spawn(open_tcp(addrs[i % addrs.len()])))
         .collect();
     let mut prompted = Vec::new();
     for task in tasks {
@@ -132,7 +108,7 @@ async fn the_global_and_per_ip_caps_hold_across_two_gateways_and_are_released_on
         assert_eq!(store_a.lease_count(scope).await.expect("count"), CAP);
         // Full for both gateways, whichever is asked.
         for addr in addrs {
-            assert!(open(addr).await.is_none(), "{scope}: over the cap");
+            assert!(open_tcp(addr).await.is_none(), "{scope}: over the cap");
         }
 
         // The admitted sessions work, through whichever gateway admitted them.
