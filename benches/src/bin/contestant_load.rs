@@ -4,9 +4,11 @@
 //!
 //! ```text
 //! contestant_load [--teams 10000] [--solves 100000] [--challenges 100] [--clients 64]
-//!                 [--secs 10] [--phases wrong,correct,mixed,board,top]
+//!                 [--secs 10] [--phases wrong,correct,mixed,board,top] [--pool 32]
 //!                 [--db mysql://root@127.0.0.1:3306/test] [--redis redis://127.0.0.1:6379]
 //! ```
+//!
+//! `--pool`: the service's database pool size (connections to MariaDB).
 //!
 //! Setup: a scratch database on the MariaDB server of `--db` (created, migrated with the
 //! project's migrations, dropped at the end), Redis under a key prefix of its own, and the whole
@@ -49,7 +51,7 @@ use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, Buf
 use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
-const USAGE: &str = "usage: contestant_load [--teams N] [--solves N] [--challenges N] [--clients N] [--secs S] [--phases wrong,correct,mixed,board,top] [--db URL] [--redis URL]";
+const USAGE: &str = "usage: contestant_load [--teams N] [--solves N] [--challenges N] [--clients N] [--secs S] [--phases wrong,correct,mixed,board,top] [--pool N] [--db URL] [--redis URL]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -59,6 +61,7 @@ struct Args {
     clients: u64,
     secs: u64,
     phases: Vec<String>,
+    pool: u32,
     db: String,
     redis: String,
 }
@@ -73,6 +76,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         phases: ["wrong", "correct", "mixed", "board", "top"]
             .map(str::to_owned)
             .to_vec(),
+        pool: 32,
         db: "mysql://root@127.0.0.1:3306/test".to_owned(),
         redis: "redis://127.0.0.1:6379".to_owned(),
     };
@@ -94,6 +98,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             "--clients" => parsed.clients = number()?,
             "--secs" => parsed.secs = number()?,
             "--phases" => parsed.phases = value.split(',').map(str::to_owned).collect(),
+            "--pool" => parsed.pool = u32::try_from(number()?).map_err(|e| e.to_string())?,
             "--db" => parsed.db = value,
             "--redis" => parsed.redis = value,
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
@@ -156,7 +161,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Sets up, runs the phases, tears down. True when every answer was the expected one.
 async fn run(args: &Args, server: tokio::runtime::Handle) -> Result<bool, BoxError> {
-    let scratch = ScratchDatabase::create(&args.db, 32).await?;
+    let scratch = ScratchDatabase::create(&args.db, args.pool).await?;
     let result = run_on(args, server, &scratch.db).await;
     if let Err(e) = scratch.drop_database().await {
         eprintln!("dropping the scratch database: {e}");
@@ -613,7 +618,7 @@ impl Report {
             .collect();
         println!(
             "FCTF_CONTESTANT phase={phase} teams={} clients={} requests={} secs={:.2} per_s={:.0} \
-             p50_ms={:.2} p99_ms={:.2} max_ms={:.2} {} unexpected={} errors={}",
+             p50_ms={:.2} p99_ms={:.2} max_ms={:.2} {} unexpected={} errors={} pool={} load1={}",
             args.teams,
             args.clients,
             self.requests,
@@ -624,12 +629,22 @@ impl Report {
             at(1.0),
             outcomes.join(" "),
             self.unexpected,
-            self.errors
+            self.errors,
+            args.pool,
+            load_average()
         );
         if let Some(first) = &self.first_unexpected {
             eprintln!("  first unexpected answer: {first}");
         }
     }
+}
+
+/// The one-minute load average (`/proc/loadavg`), for the record: the machine is shared.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
 }
 
 async fn run_phase(

@@ -9,4 +9,5 @@ mod instances;
 mod methods;
 mod races;
 mod scoring;
+mod submissions;
 mod uploads;

@@ -8,12 +8,21 @@
 //! The limits are applied by the extractors ([`super::Caller`], `Option<Caller>`,
 //! [`ClientIp`]) and by the [`per_ip`] middleware, at most once per request each. A store outage lets requests through (logged):
 //! these limits protect capacity, not secrets.
+//!
+//! One round trip for both: when the [`per_ip`] middleware can tell the user without any I/O
+//! (an API token this process has cached, or a session cookie whose signature verifies), it
+//! charges the per-IP and the per-user bucket at once (two commands written together on the
+//! store's multiplexed connection, answered together), and the extractors charge neither again.
+//! Otherwise the per-IP bucket is charged first, as before, and the per-user one after the
+//! credentials were checked. A request charged early this way whose credentials then turn out
+//! refused (a banned user, a session that is not the latest login) has spent a token of the user
+//! its credentials name: the same user, so nothing is charged to anyone else.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
-use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use fctf_core::store::RateLimit;
@@ -30,9 +39,9 @@ pub struct ClientIp(pub IpAddr);
 #[derive(Clone, Copy, Debug)]
 struct IpCharged(IpAddr);
 
-/// Marks a request whose per-user limit was taken.
+/// Marks a request whose per-user limit was taken, for that user.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct UserCharged;
+pub(crate) struct UserCharged(i64);
 
 /// The client address: pure, from the TCP peer, the `X-Forwarded-For` header and the trusted
 /// proxy networks.
@@ -89,22 +98,37 @@ async fn charge(state: &AppState, key: &str, limit: RateLimit) -> Result<(), Api
     }
 }
 
+fn ip_limit(state: &AppState) -> RateLimit {
+    let config = &state.config.contestant;
+    RateLimit {
+        per_second: f64::from(config.api_ip_per_sec),
+        burst: config.api_ip_burst,
+    }
+}
+
+fn user_limit(state: &AppState) -> RateLimit {
+    let config = &state.config.contestant;
+    RateLimit {
+        per_second: f64::from(config.api_user_per_sec),
+        burst: config.api_user_burst,
+    }
+}
+
+fn client_of(parts: &Parts, state: &AppState) -> IpAddr {
+    client_ip(
+        peer_of(parts),
+        forwarded_for(&parts.headers),
+        &state.config.contestant.trusted_proxies,
+    )
+}
+
 /// Applies the per-IP limit once per request; returns the client address.
 pub(crate) async fn charge_ip(parts: &mut Parts, state: &AppState) -> Result<IpAddr, ApiError> {
     if let Some(IpCharged(ip)) = parts.extensions.get::<IpCharged>() {
         return Ok(*ip);
     }
-    let config = &state.config.contestant;
-    let ip = client_ip(
-        peer_of(parts),
-        forwarded_for(&parts.headers),
-        &config.trusted_proxies,
-    );
-    let limit = RateLimit {
-        per_second: f64::from(config.api_ip_per_sec),
-        burst: config.api_ip_burst,
-    };
-    charge(state, &format!("api:ip:{ip}"), limit).await?;
+    let ip = client_of(parts, state);
+    charge(state, &format!("api:ip:{ip}"), ip_limit(state)).await?;
     parts.extensions.insert(IpCharged(ip));
     Ok(ip)
 }
@@ -115,26 +139,76 @@ pub(crate) async fn charge_user(
     state: &AppState,
     user_id: i64,
 ) -> Result<(), ApiError> {
-    if parts.extensions.get::<UserCharged>().is_some() {
+    if parts
+        .extensions
+        .get::<UserCharged>()
+        .is_some_and(|UserCharged(charged)| *charged == user_id)
+    {
         return Ok(());
     }
-    let config = &state.config.contestant;
-    let limit = RateLimit {
-        per_second: f64::from(config.api_user_per_sec),
-        burst: config.api_user_burst,
-    };
-    charge(state, &format!("api:user:{user_id}"), limit).await?;
-    parts.extensions.insert(UserCharged);
+    charge(state, &format!("api:user:{user_id}"), user_limit(state)).await?;
+    parts.extensions.insert(UserCharged(user_id));
     Ok(())
 }
 
-/// The per-IP limit as middleware, for routes that take no extractor from here:
+/// The user the request's credentials name, when that is known without any I/O: an API token
+/// in this process's token cache (unexpired), or a session cookie whose signature verifies.
+/// Whether the credentials are valid is decided later by the extractors, as always.
+fn user_without_io(parts: &Parts, state: &AppState) -> Option<i64> {
+    let accounts = &state.accounts;
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let token = value.to_str().ok()?.strip_prefix("Token ")?.trim();
+        // Longer than any token we issue (tokens.rs refuses it too): not worth hashing.
+        if token.is_empty() || token.len() > 128 {
+            return None;
+        }
+        let (user, expiration) = accounts.tokens.get(&super::tokens::digest(token))?;
+        return (super::now_ms() < expiration).then_some(user);
+    }
+    let jwt = parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| super::session::cookie_value(v, super::session::COOKIE))?;
+    let claims = accounts
+        .session_key
+        .verify(jwt, super::now_ms() / 1000)
+        .ok()?;
+    Some(claims.sub)
+}
+
+/// Applies the per-IP limit, and the per-user one in the same round trip when the user is
+/// known without I/O ([`user_without_io`]).
+async fn charge_early(parts: &mut Parts, state: &AppState) -> Result<(), ApiError> {
+    if parts.extensions.get::<IpCharged>().is_some() {
+        return Ok(());
+    }
+    let Some(user) = user_without_io(parts, state) else {
+        return charge_ip(parts, state).await.map(|_| ());
+    };
+    let ip = client_of(parts, state);
+    let ip_key = format!("api:ip:{ip}");
+    let user_key = format!("api:user:{user}");
+    let (by_ip, by_user) = tokio::join!(
+        charge(state, &ip_key, ip_limit(state)),
+        charge(state, &user_key, user_limit(state)),
+    );
+    by_ip?;
+    parts.extensions.insert(IpCharged(ip));
+    by_user?;
+    parts.extensions.insert(UserCharged(user));
+    Ok(())
+}
+
+/// The per-IP limit as middleware (and the per-user one with it when it costs no I/O to know
+/// the user), for every route:
 /// `router.layer(axum::middleware::from_fn_with_state(state.clone(), limits::per_ip))`. The
 /// extractors then see the request as charged and do not charge it again.
 pub async fn per_ip(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let (mut parts, body) = request.into_parts();
-    match charge_ip(&mut parts, &state).await {
-        Ok(_) => next.run(Request::from_parts(parts, body)).await,
+    match charge_early(&mut parts, &state).await {
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
         Err(error) => error.into_response(),
     }
 }

@@ -1,8 +1,10 @@
 //! The team action log: what a team's members did (flag submissions, hint unlocks, instance
 //! starts, stops and extensions), for the team itself and for admins: `GET /api/v1/actions`.
 //!
-//! Writing it is best effort: an entry that cannot be written is logged, never turned into an
-//! error for an action that already happened.
+//! A flag submission writes its entry in the submission's own transaction (one commit for both:
+//! the submission is recorded with its entry or not at all). Other actions append theirs best
+//! effort: an entry that cannot be written is logged, never turned into an error for an action
+//! that already happened.
 
 use crate::contestant::accounts::Query;
 use axum::Router;
@@ -44,6 +46,28 @@ impl Action {
     }
 }
 
+/// The insert of one entry, to run alone or inside another transaction (a flag submission
+/// writes its entry in its own transaction: one commit for both rows).
+pub(crate) fn insert<'q>(
+    team: i64,
+    user: i64,
+    action: Action,
+    challenge: Option<i64>,
+    detail: Option<String>,
+    at_ms: i64,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(
+        "INSERT INTO team_actions (team_id, user_id, action, challenge_id, detail, created_ms) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(team)
+    .bind(user)
+    .bind(action.as_str())
+    .bind(challenge)
+    .bind(detail.map(|d| d.chars().take(255).collect::<String>()))
+    .bind(at_ms)
+}
+
 /// Appends an entry (best effort).
 pub async fn record(
     db: &Database,
@@ -53,18 +77,9 @@ pub async fn record(
     challenge: Option<i64>,
     detail: Option<String>,
 ) {
-    let result = sqlx::query(
-        "INSERT INTO team_actions (team_id, user_id, action, challenge_id, detail, created_ms) \
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(team)
-    .bind(user)
-    .bind(action.as_str())
-    .bind(challenge)
-    .bind(detail.map(|d| d.chars().take(255).collect::<String>()))
-    .bind(now_ms())
-    .execute(db.pool())
-    .await;
+    let result = insert(team, user, action, challenge, detail, now_ms())
+        .execute(db.pool())
+        .await;
     if let Err(error) = result {
         tracing::warn!(%error, team, action = action.as_str(), "team action not logged");
     }

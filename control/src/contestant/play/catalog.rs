@@ -343,6 +343,7 @@ async fn import(
     }
     tx.commit().await.map_err(|e| db_error(e.into()))?;
     state.play.boards.invalidate();
+    state.play.challenges_changed();
     Ok(ok(
         json!({"id": id, "name": challenge.name, "updated": existing.is_some()}),
     ))

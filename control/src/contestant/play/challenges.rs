@@ -23,7 +23,11 @@ use crate::contestant::accounts::{AdminCaller, Caller};
 use crate::error::{ApiError, ApiResult};
 
 /// What a caller may see of `challenge`, given the team's solves.
-fn access_of(caller: &Caller, challenge: &Challenge, solved: &HashSet<i64>) -> Option<Access> {
+pub(crate) fn access_of(
+    caller: &Caller,
+    challenge: &Challenge,
+    solved: &HashSet<i64>,
+) -> Option<Access> {
     if caller.is_admin {
         return Some(Access::Open);
     }
@@ -360,6 +364,7 @@ async fn save(state: &AppState, mut c: Challenge) -> ApiResult<Challenge> {
         .await
         .map_err(db_error)?;
     state.play.boards.invalidate();
+    state.play.challenges_changed();
     Ok(c)
 }
 
@@ -405,6 +410,7 @@ async fn delete(
         return Err(ApiError::not_found("No such challenge."));
     }
     state.play.boards.invalidate();
+    state.play.challenge_deleted();
     Ok(ok(Value::Null))
 }
 
@@ -490,6 +496,7 @@ async fn flag_create(
     flag.id = records::save_flag(&state.db, &flag)
         .await
         .map_err(db_error)?;
+    state.play.challenges_changed();
     Ok(ok(flag))
 }
 
@@ -524,6 +531,7 @@ async fn flag_update(
     records::save_flag(&state.db, &flag)
         .await
         .map_err(db_error)?;
+    state.play.challenges_changed();
     Ok(ok(flag))
 }
 
@@ -544,6 +552,9 @@ pub(crate) async fn delete_row(state: &AppState, table: Table, id: &str) -> ApiR
         .map_err(db_error)?
     {
         state.play.boards.invalidate();
+        if table == Table::Flags {
+            state.play.challenges_changed();
+        }
         Ok(ok(Value::Null))
     } else {
         Err(ApiError::not_found("No such resource."))

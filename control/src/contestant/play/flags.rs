@@ -99,6 +99,41 @@ impl FlagRule {
     }
 }
 
+/// A rule ready to match many submissions: a regex flag is compiled once, not per submission
+/// (what the submission path's cache holds).
+#[derive(Clone, Debug)]
+pub struct Matcher {
+    rule: FlagRule,
+    /// The compiled pattern of a regex rule; `None` for a static rule or a regex that no longer
+    /// compiles (which matches nothing, as [`FlagRule::matches`]).
+    regex: Option<regex::Regex>,
+}
+
+impl Matcher {
+    /// Compiles `rule`.
+    pub fn new(rule: FlagRule) -> Self {
+        let regex = match rule.kind {
+            FlagKind::Regex => compile(&rule.content, rule.case_insensitive).ok(),
+            FlagKind::Static => None,
+        };
+        Self { rule, regex }
+    }
+
+    /// Exactly [`FlagRule::matches`] of the rule it was made from.
+    pub fn matches(&self, submission: &str) -> bool {
+        if submission.len() > MAX_SUBMISSION_BYTES {
+            return false;
+        }
+        match self.rule.kind {
+            FlagKind::Static => self.rule.matches(submission),
+            FlagKind::Regex => self
+                .regex
+                .as_ref()
+                .is_some_and(|re| re.is_match(submission)),
+        }
+    }
+}
+
 /// Compiles a regex flag anchored at both ends (CTFd uses `re.match(f"^{content}$")`).
 fn compile(pattern: &str, case_insensitive: bool) -> Result<regex::Regex, FlagError> {
     if pattern.len() > MAX_PATTERN_BYTES {
@@ -199,6 +234,32 @@ mod tests {
         assert!(!evil.matches(&format!("{}!", "a".repeat(1000))));
         // Oversized submissions are wrong without being evaluated.
         assert!(!rule(FlagKind::Regex, ".*", false).matches(&"a".repeat(MAX_SUBMISSION_BYTES + 1)));
+    }
+
+    #[test]
+    fn a_matcher_decides_as_its_rule() {
+        let cases = [
+            rule(FlagKind::Static, "flag{Abc}", false),
+            rule(FlagKind::Static, "flag{Abc}", true),
+            rule(FlagKind::Regex, r"flag\{[0-9]+\}", false),
+            rule(FlagKind::Regex, r"flag\{[0-9]+\}", true),
+            rule(FlagKind::Regex, "(", false),
+        ];
+        let inputs = [
+            "flag{Abc}",
+            "FLAG{aBC}",
+            "flag{123}",
+            "FLAG{1}",
+            "xflag{1}",
+            "(",
+            &"a".repeat(MAX_SUBMISSION_BYTES + 1),
+        ];
+        for r in &cases {
+            let m = Matcher::new(r.clone());
+            for input in inputs {
+                assert_eq!(m.matches(input), r.matches(input), "{r:?} {input:?}");
+            }
+        }
     }
 
     #[test]

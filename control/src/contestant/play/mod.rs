@@ -2,7 +2,9 @@
 //! awards, notifications and instances, in CTFd's `/api/v1` shapes.
 //!
 //! Pure decisions live in [`scoring`], [`flags`], [`prerequisites`], [`scoreboard`] and
-//! [`tickets`]; [`records`] moves rows; the other modules are the routes, thin over both.
+//! [`tickets`]; [`records`] moves rows; [`cache`] keeps the submission path's copies of
+//! challenges and solved sets, and [`journal`] writes wrong flags with group commit; the other
+//! modules are the routes, thin over both.
 //!
 //! The submission path ([`submissions`]) is race-free: a state-store lock per (team,
 //! challenge) makes the attempt counter, the cooldown and the wrong-answers-per-minute limit
@@ -11,12 +13,14 @@
 
 pub mod actions;
 pub mod awards;
+pub mod cache;
 pub mod catalog;
 pub mod challenges;
 pub mod files;
 pub mod flags;
 pub mod hints;
 pub mod instances;
+pub mod journal;
 pub mod openapi;
 pub mod prerequisites;
 pub mod records;
@@ -41,7 +45,8 @@ use super::AppState;
 pub(crate) use super::accounts::settings::{ContestPhase, ContestSettings};
 use crate::error::ApiError;
 
-/// State owned by play: the dynamic-flag and file-link secret, and the scoreboard snapshots.
+/// State owned by play: the dynamic-flag and file-link secret, the scoreboard snapshots, the
+/// submission path's copies of challenges and solved sets, and the wrong-flag journal.
 #[derive(Debug)]
 pub struct PlayState {
     /// Derives per-team dynamic flags and signs file links; kept in the database so every
@@ -51,6 +56,12 @@ pub struct PlayState {
     files_dir: std::path::PathBuf,
     /// The scoreboard snapshots (live and frozen) and their single writer.
     pub boards: snapshot::Boards,
+    /// Challenges with their flags, as the submission path reads them ([`cache`]).
+    pub challenges: cache::Challenges,
+    /// Each team's solved challenges, as the submission path reads them ([`cache`]).
+    pub solved: cache::Solved,
+    /// The group-commit writer of wrong submissions ([`journal`]).
+    pub journal: journal::Journal,
 }
 
 impl PlayState {
@@ -64,7 +75,22 @@ impl PlayState {
             secret: secret.into_bytes(),
             files_dir: std::path::PathBuf::from(&config.contestant.files_dir),
             boards: snapshot::Boards::default(),
+            challenges: cache::Challenges::default(),
+            solved: cache::Solved::default(),
+            journal: journal::Journal::start(db.clone()),
         })
+    }
+
+    /// A challenge or a flag was written through this process: the submission path's copies
+    /// of challenges are dropped, so the change applies here from the next request.
+    pub fn challenges_changed(&self) {
+        self.challenges.invalidate();
+    }
+
+    /// A challenge (and with it its solves) was deleted through this process.
+    pub fn challenge_deleted(&self) {
+        self.challenges.invalidate();
+        self.solved.invalidate();
     }
 
     /// The dynamic flag of `team` for `challenge`.

@@ -417,13 +417,154 @@ pub struct NewSubmission<'a> {
     pub now_ms: i64,
 }
 
-/// Records a wrong submission; returns its id.
-pub async fn record_wrong(db: &Database, s: &NewSubmission<'_>) -> DbResult<i64> {
-    returned_id(
+/// A submission as a row to write, owned (it crosses the journal's channel), its text already
+/// cut to the columns' sizes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubmissionRow {
+    pub challenge_id: i64,
+    pub user_id: i64,
+    pub team_id: i64,
+    pub ip: String,
+    pub provided: String,
+    pub now_ms: i64,
+}
+
+impl NewSubmission<'_> {
+    /// The row to write.
+    pub fn to_row(&self) -> SubmissionRow {
+        SubmissionRow {
+            challenge_id: self.challenge_id,
+            user_id: self.user_id,
+            team_id: self.team_id,
+            ip: self.ip.chars().take(64).collect(),
+            provided: self.provided.chars().take(1024).collect(),
+            now_ms: self.now_ms,
+        }
+    }
+}
+
+/// Records a wrong submission, its action-log line and, when `cheat_owner` names another team
+/// whose dynamic flag was submitted, the flag-sharing event, in one transaction (one commit);
+/// returns the submission's id.
+pub async fn record_wrong(
+    db: &Database,
+    s: &NewSubmission<'_>,
+    cheat_owner: Option<i64>,
+) -> DbResult<i64> {
+    let mut tx = db.pool().begin().await?;
+    let id = returned_id(
         &insert_submission(s, "incorrect")
-            .fetch_one(db.pool())
+            .fetch_one(&mut *tx)
             .await?,
+    )?;
+    super::actions::insert(
+        s.team_id,
+        s.user_id,
+        super::actions::Action::SubmitIncorrect,
+        Some(s.challenge_id),
+        None,
+        s.now_ms,
     )
+    .execute(&mut *tx)
+    .await?;
+    if let Some(owner) = cheat_owner {
+        insert_cheat(s, id, owner).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Most rows of one multi-row `INSERT` of [`record_wrong_batch`]. Batches are cut into chunks of
+/// powers of two up to this, so each connection prepares at most 7 statement shapes per table.
+pub const MAX_INSERT_ROWS: usize = 64;
+
+/// Why [`record_wrong_batch`] failed, and whether anything may have been written.
+#[derive(Debug)]
+pub struct BatchError {
+    pub error: DbError,
+    /// False: the transaction failed before its commit was sent, so nothing was written and the
+    /// rows may be written again. True: the commit itself failed, and whether it took effect is
+    /// unknown.
+    pub at_commit: bool,
+}
+
+/// Power-of-two chunk sizes (largest first, at most [`MAX_INSERT_ROWS`]) that add up to `n`.
+pub fn chunk_sizes(mut n: usize) -> Vec<usize> {
+    let mut sizes = Vec::new();
+    while n > 0 {
+        let size = if n >= MAX_INSERT_ROWS {
+            MAX_INSERT_ROWS
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        sizes.push(size);
+        n -= size;
+    }
+    sizes
+}
+
+/// `head` followed by `n` copies of `row`, comma-separated.
+fn multi_row(head: &str, row: &str, n: usize) -> String {
+    let mut sql = String::with_capacity(head.len() + n * (row.len() + 1));
+    sql.push_str(head);
+    for i in 0..n {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(row);
+    }
+    sql
+}
+
+/// Records wrong submissions and their action-log lines in one transaction (one commit), with
+/// multi-row inserts: the journal's group commit.
+pub async fn record_wrong_batch(db: &Database, rows: &[SubmissionRow]) -> Result<(), BatchError> {
+    let before = |error: sqlx::Error| BatchError {
+        error: error.into(),
+        at_commit: false,
+    };
+    let mut tx = db.pool().begin().await.map_err(before)?;
+    let mut at = 0;
+    for size in chunk_sizes(rows.len()) {
+        let chunk = &rows[at..at + size];
+        at += size;
+        let sql = multi_row(
+            "INSERT INTO submissions (challenge_id, user_id, team_id, ip, provided, type, \
+             created_ms) VALUES ",
+            "(?, ?, ?, ?, ?, 'incorrect', ?)",
+            size,
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            query = query
+                .bind(r.challenge_id)
+                .bind(r.user_id)
+                .bind(r.team_id)
+                .bind(r.ip.clone())
+                .bind(r.provided.clone())
+                .bind(r.now_ms);
+        }
+        query.execute(&mut *tx).await.map_err(before)?;
+        let sql = multi_row(
+            "INSERT INTO team_actions (team_id, user_id, action, challenge_id, detail, \
+             created_ms) VALUES ",
+            "(?, ?, 'submit_incorrect', ?, NULL, ?)",
+            size,
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            query = query
+                .bind(r.team_id)
+                .bind(r.user_id)
+                .bind(r.challenge_id)
+                .bind(r.now_ms);
+        }
+        query.execute(&mut *tx).await.map_err(before)?;
+    }
+    tx.commit().await.map_err(|error| BatchError {
+        error: error.into(),
+        at_commit: true,
+    })
 }
 
 fn insert_submission<'q>(
@@ -451,25 +592,57 @@ pub enum SolveOutcome {
     Solved { solve_id: i64, value: i64 },
     /// The team had already solved it (the unique key refused the second row).
     AlreadySolved,
+    /// The challenge is gone, or its row or flags are not those the verdict was taken on (an
+    /// admin changed them since): nothing was written; decide again on fresh rows.
+    Stale,
 }
 
-/// Records a correct submission and its solve in one transaction, and recomputes the live
-/// dynamic value from the solve count inside it. The unique key on (challenge, team) makes a
-/// second solve impossible whatever the callers did before.
+/// Records a correct submission, its solve and its action-log line in one transaction, and
+/// recomputes the live dynamic value from the solve count inside it. The unique key on
+/// (challenge, team) makes a second solve impossible whatever the callers did before.
+///
+/// The verdict is confirmed on fresh rows: `still` is given the challenge row (read inside the
+/// transaction, under its row lock on MariaDB) and its flags (read just before the
+/// transaction), and must answer whether they are those the caller decided on; if not (or the
+/// challenge is gone) nothing is written ([`SolveOutcome::Stale`]). So a cached copy can never
+/// make a flag score that no longer should, nor a hidden challenge be solved.
+///
+/// What runs under the challenge's row lock is kept to what needs it (the solve, the count,
+/// the value): the flags are read before the transaction and the action-log line is written
+/// before the lock is taken, so solves of one challenge queue no longer than they must.
 pub async fn record_solve(
     db: &Database,
     s: &NewSubmission<'_>,
-    challenge: &Challenge,
+    still: impl FnOnce(&Challenge, &[FlagRow]) -> bool,
 ) -> DbResult<SolveOutcome> {
+    let mysql = db.dialect() == fctf_core::db::Dialect::MySql;
+    let read_challenge = || {
+        let lock = if mysql { " FOR UPDATE" } else { "" };
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHALLENGE_COLUMNS} FROM challenges WHERE id = ?{lock}"
+        )))
+        .bind(s.challenge_id)
+    };
+    let flags = flags(db, Some(s.challenge_id)).await?;
     let mut tx = db.pool().begin().await?;
-    if db.dialect() == fctf_core::db::Dialect::MySql {
+    // Not a read, so it neither waits for the row lock nor fixes the snapshot the count uses.
+    super::actions::insert(
+        s.team_id,
+        s.user_id,
+        super::actions::Action::SubmitCorrect,
+        Some(s.challenge_id),
+        None,
+        s.now_ms,
+    )
+    .execute(&mut *tx)
+    .await?;
+    let mut fresh = None;
+    if mysql {
         // Solves of one challenge queue on its row, so the count below (the transaction's first
         // plain read, taken while holding the lock) sees every earlier solve. SQLite has one
-        // writer at a time already.
-        sqlx::query("SELECT id FROM challenges WHERE id = ? FOR UPDATE")
-            .bind(s.challenge_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        // writer at a time already, and reads after its first write (a read first would let two
+        // writers deadlock on the upgrade).
+        fresh = Some(read_challenge().fetch_optional(&mut *tx).await?);
     }
     let submission_id = returned_id(&insert_submission(s, "correct").fetch_one(&mut *tx).await?)?;
     let inserted = sqlx::query(
@@ -492,6 +665,17 @@ pub async fn record_solve(
                 DbError::Conflict(_) => Ok(SolveOutcome::AlreadySolved),
                 other => Err(other),
             };
+        }
+    };
+    let fresh = match fresh {
+        Some(row) => row,
+        None => read_challenge().fetch_optional(&mut *tx).await?,
+    };
+    let challenge = match fresh.as_ref().map(decode_challenge).transpose()? {
+        Some(challenge) if still(&challenge, &flags) => challenge,
+        _ => {
+            tx.rollback().await?;
+            return Ok(SolveOutcome::Stale);
         }
     };
     let mut value = challenge.value;
@@ -542,13 +726,12 @@ pub async fn remember_team_flag(
     Ok(())
 }
 
-/// Records that `team` submitted the dynamic flag of `owner`.
-pub async fn record_cheat(
-    db: &Database,
+/// The insert of a flag-sharing event: `s.team_id` submitted the dynamic flag of `owner`.
+fn insert_cheat<'q>(
     s: &NewSubmission<'_>,
     submission_id: i64,
     owner: i64,
-) -> DbResult<()> {
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
     sqlx::query(
         "INSERT INTO cheat_events (challenge_id, team_id, user_id, flag_owner_team_id, \
          submission_id, created_ms) VALUES (?, ?, ?, ?, ?, ?)",
@@ -559,9 +742,6 @@ pub async fn record_cheat(
     .bind(owner)
     .bind(submission_id)
     .bind(s.now_ms)
-    .execute(db.pool())
-    .await?;
-    Ok(())
 }
 
 /// The secret `name`, created with `fresh` when absent (the first writer wins).
@@ -681,4 +861,28 @@ pub async fn names(db: &Database, table: NameTable) -> DbResult<HashMap<i64, Str
 pub enum NameTable {
     Teams,
     Users,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_into_few_power_of_two_chunks() {
+        assert_eq!(chunk_sizes(0), Vec::<usize>::new());
+        assert_eq!(chunk_sizes(1), vec![1]);
+        assert_eq!(chunk_sizes(37), vec![32, 4, 1]);
+        assert_eq!(chunk_sizes(64), vec![64]);
+        assert_eq!(chunk_sizes(200), vec![64, 64, 64, 8]);
+        for n in 0..600 {
+            let sizes = chunk_sizes(n);
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(
+                sizes
+                    .iter()
+                    .all(|s| s.is_power_of_two() && *s <= MAX_INSERT_ROWS)
+            );
+        }
+        assert_eq!(multi_row("V ", "(?)", 3), "V (?),(?),(?)");
+    }
 }

@@ -8,7 +8,14 @@
 //! the unique key on (challenge, team) refuses a second time, with the dynamic value recomputed
 //! in the same transaction. A lock that lapses (a stalled holder) can therefore never cause a
 //! second solve.
+//!
+//! The hot path reads no database row: the challenge, its flags and the team's solved set come
+//! from the process's copies ([`super::cache`], with what their staleness can and cannot do),
+//! and the wrong submission is written by the group-commit [`super::journal`] (durable before
+//! the answer). A correct verdict is always confirmed on fresh rows inside the solve's
+//! transaction; a challenge with an attempt limit or a cooldown is decided on fresh rows.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::contestant::accounts::Query;
@@ -21,9 +28,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::actions::{self, Action};
-use super::challenges::open_challenge;
+use super::cache::Playable;
+use super::challenges::access_of;
 use super::flags::{MAX_SUBMISSION_BYTES, constant_time_eq, normalise};
+use super::prerequisites::Access;
 use super::records::{self, Challenge, NewSubmission, SolveOutcome};
 use super::{
     Body, Locked, db_error, iso8601, lock_or, may_act, now_ms, ok, settings, store_error, unlock,
@@ -51,6 +59,71 @@ fn answer(status: &'static str, message: impl Into<String>) -> Response {
 
 fn already_solved() -> Response {
     answer("already_solved", "You already solved this")
+}
+
+fn no_such_challenge() -> ApiError {
+    ApiError::not_found("No such challenge.")
+}
+
+/// What the caller may do with a challenge, before its flag is looked at.
+enum Opening {
+    /// The team solved it already.
+    Solved,
+    /// Open to the caller: its copy (or fresh rows).
+    Open(Arc<Playable>),
+}
+
+/// Opens challenge `id` for `caller`'s team, or answers 404 (hidden) / 403 (locked), like
+/// [`super::challenges::open_challenge`] but on the process's copies. A refusal is never taken
+/// on a copy: the challenge and the team's solves are read again first (a prerequisite solved
+/// or a challenge shown through another process a moment ago opens it).
+async fn open(state: &AppState, caller: &Caller, team: i64, id: i64) -> ApiResult<Opening> {
+    let play = &state.play;
+    let Some(copy) = play.challenges.get(&state.db, id).await.map_err(db_error)? else {
+        return Err(no_such_challenge());
+    };
+    let (access, solved) = play
+        .solved
+        .with(&state.db, team, |solved| {
+            (
+                access_of(caller, &copy.challenge, solved),
+                solved.contains(&id),
+            )
+        })
+        .await
+        .map_err(db_error)?;
+    if access.is_some_and(|a| a != Access::Anonymized) {
+        return Ok(if solved {
+            Opening::Solved
+        } else {
+            Opening::Open(copy)
+        });
+    }
+    let fresh = play
+        .challenges
+        .reload(&state.db, id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(no_such_challenge)?;
+    let solved = play
+        .solved
+        .reload(&state.db, team)
+        .await
+        .map_err(db_error)?;
+    match access_of(caller, &fresh.challenge, &solved) {
+        None => Err(no_such_challenge()),
+        Some(Access::Anonymized) => Err(ApiError::forbidden(
+            "This challenge is locked until you solve its prerequisites.",
+        )),
+        Some(_) if solved.contains(&id) => Ok(Opening::Solved),
+        Some(_) => Ok(Opening::Open(fresh)),
+    }
+}
+
+/// True when the challenge has an attempt limit or a cooldown (decided under the lock, on
+/// fresh rows).
+fn limited(challenge: &Challenge) -> bool {
+    challenge.max_attempts > 0 || challenge.cooldown_secs > 0
 }
 
 /// `POST /api/v1/challenges/attempt`.
@@ -81,23 +154,18 @@ async fn attempt(
             "The submission is longer than {MAX_SUBMISSION_BYTES} bytes."
         )));
     }
-    let (challenge, solved) = open_challenge(&state, &caller, body.challenge_id).await?;
-    let id = challenge.id;
-    // Fast path: most repeats after a solve stop here (the team's solves were just read)
-    // without touching the lock.
-    if solved.contains(&id) {
-        return Ok(already_solved());
-    }
+    // Fast path: most repeats after a solve stop here without touching the lock.
+    let playable = match open(&state, &caller, team, body.challenge_id).await? {
+        Opening::Solved => return Ok(already_solved()),
+        Opening::Open(playable) => playable,
+    };
+    let id = playable.challenge.id;
     let ip = client.to_string();
     // Without an attempt limit or a cooldown, a wrong flag decides nothing the lock guards: the
     // per-minute limit is one capped increment in the store, exact on its own. Only correct
     // flags (and challenges with limits) take the lock.
-    let mut correct = None;
-    if challenge.max_attempts <= 0 && challenge.cooldown_secs <= 0 {
-        if !is_correct(&state, team, &challenge, provided).await? {
-            return wrong_unlocked(&state, &caller, team, &challenge, provided, &ip).await;
-        }
-        correct = Some(true);
+    if !limited(&playable.challenge) && !is_correct(&state, team, &playable, provided) {
+        return wrong_unlocked(&state, &caller, team, &playable.challenge, provided, &ip).await;
     }
     let lock = format!("submit:{team}:{id}");
     let db = state.db.clone();
@@ -115,7 +183,7 @@ async fn attempt(
         Locked::Held(token) => token,
         Locked::Answered(response) => return Ok(response),
     };
-    let result = decide(&state, &caller, team, &challenge, provided, &ip, correct).await;
+    let result = decide(&state, &caller, team, playable, provided, &ip).await;
     unlock(state.store.as_ref(), &lock, &token).await;
     result
 }
@@ -157,41 +225,36 @@ async fn wrong_unlocked(
         provided,
         now_ms: now_ms(),
     };
-    record_incorrect(state, caller, team, challenge, &submission).await?;
+    record_incorrect(state, team, challenge, &submission).await?;
     Ok(answer("incorrect", "Incorrect"))
 }
 
-/// Records a wrong submission, its action-log line and, for a team-flag challenge, a
-/// flag-sharing event when the flag is another team's.
+/// Records a wrong submission with its action-log line (durable when this returns) and, for a
+/// team-flag challenge, a flag-sharing event when the flag is another team's (all in one
+/// transaction). Plain wrong flags go through the group-commit journal.
 async fn record_incorrect(
     state: &AppState,
-    caller: &Caller,
     team: i64,
     challenge: &Challenge,
     submission: &NewSubmission<'_>,
 ) -> ApiResult<()> {
     let id = challenge.id;
-    let submission_id = records::record_wrong(&state.db, submission)
+    if !challenge.team_flag {
+        return state
+            .play
+            .journal
+            .record(submission.to_row())
+            .await
+            .map_err(db_error);
+    }
+    let owner = records::team_of_flag(&state.db, id, submission.provided)
+        .await
+        .map_err(db_error)?
+        .filter(|owner| *owner != team);
+    records::record_wrong(&state.db, submission, owner)
         .await
         .map_err(db_error)?;
-    actions::record(
-        &state.db,
-        team,
-        caller.user_id,
-        Action::SubmitIncorrect,
-        Some(id),
-        None,
-    )
-    .await;
-    if challenge.team_flag
-        && let Some(owner) = records::team_of_flag(&state.db, id, submission.provided)
-            .await
-            .map_err(db_error)?
-        && owner != team
-    {
-        records::record_cheat(&state.db, submission, submission_id, owner)
-            .await
-            .map_err(db_error)?;
+    if let Some(owner) = owner {
         tracing::warn!(
             team,
             owner,
@@ -202,24 +265,52 @@ async fn record_incorrect(
     Ok(())
 }
 
-/// The attempt, decided under the (team, challenge) lock (`correct` when already known).
+/// The attempt, decided under the (team, challenge) lock: a correct flag (to any challenge), or
+/// any flag to a challenge with an attempt limit or a cooldown (then on fresh rows, since a
+/// wrong verdict there costs a try).
 async fn decide(
     state: &AppState,
     caller: &Caller,
     team: i64,
-    challenge: &Challenge,
+    playable: Arc<Playable>,
     provided: &str,
     ip: &str,
-    correct: Option<bool>,
 ) -> ApiResult<Response> {
-    let id = challenge.id;
-    if records::has_solved(&state.db, team, id)
-        .await
-        .map_err(db_error)?
-    {
+    let id = playable.challenge.id;
+    let playable = if limited(&playable.challenge) {
+        let fresh = state
+            .play
+            .challenges
+            .reload(&state.db, id)
+            .await
+            .map_err(db_error)?
+            .ok_or_else(no_such_challenge)?;
+        if !caller.is_admin && !fresh.challenge.is_visible() {
+            return Err(no_such_challenge());
+        }
+        fresh
+    } else {
+        playable
+    };
+    let challenge = &playable.challenge;
+    let max = challenge.max_attempts;
+    // A limited challenge reads the solve fresh (a solved team hears "already solved", not "no
+    // tries left"). Without limits the copy is enough (a racing submission of this process that
+    // solved it while this one waited for the lock has added it there): a solve it does not
+    // know of yet is refused by the unique key below, "already solved" all the same.
+    let solved = if limited(challenge) {
+        records::has_solved(&state.db, team, id).await
+    } else {
+        state
+            .play
+            .solved
+            .with(&state.db, team, |s| s.contains(&id))
+            .await
+    };
+    if solved.map_err(db_error)? {
+        state.play.solved.add(team, id);
         return Ok(already_solved());
     }
-    let max = challenge.max_attempts;
     let wrong = if max > 0 {
         records::wrong_attempts(&state.db, team, id)
             .await
@@ -268,39 +359,12 @@ async fn decide(
         provided,
         now_ms: now_ms(),
     };
-    let correct = match correct {
-        Some(known) => known,
-        None => is_correct(state, team, challenge, provided).await?,
+    let playable = match solve_if_correct(state, caller, team, playable, &submission).await? {
+        Verdict::Solved(response) => return Ok(response),
+        Verdict::Wrong(playable) => playable,
     };
-    if correct {
-        let mut outcome = records::record_solve(&state.db, &submission, challenge).await;
-        if let Err(fctf_core::db::DbError::Query(message)) = &outcome
-            && super::is_transient(message)
-        {
-            // One retry after a deadlock or lock wait: the transaction was rolled back whole.
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            outcome = records::record_solve(&state.db, &submission, challenge).await;
-        }
-        return match outcome.map_err(db_error)? {
-            SolveOutcome::Solved { .. } => {
-                state.play.boards.invalidate();
-                actions::record(
-                    &state.db,
-                    team,
-                    caller.user_id,
-                    Action::SubmitCorrect,
-                    Some(id),
-                    None,
-                )
-                .await;
-                stop_instance(state, team, challenge).await;
-                Ok(answer("correct", "Correct"))
-            }
-            SolveOutcome::AlreadySolved => Ok(already_solved()),
-        };
-    }
-
-    record_incorrect(state, caller, team, challenge, &submission).await?;
+    let challenge = &playable.challenge;
+    record_incorrect(state, team, challenge, &submission).await?;
     state
         .store
         .counter_incr(&wrong_key, u64::MAX, Duration::from_secs(60))
@@ -319,25 +383,82 @@ async fn decide(
     Ok(answer("incorrect", "Incorrect"))
 }
 
+/// What [`solve_if_correct`] came to.
+enum Verdict {
+    /// Answered: correct (the solve is recorded) or already solved.
+    Solved(Response),
+    /// The flag is wrong, judged on these rows.
+    Wrong(Arc<Playable>),
+}
+
+/// Records the solve when `provided` is correct. The verdict is confirmed on fresh rows inside
+/// the solve's transaction; when they differ from the copy (an admin edit through another
+/// process since it was read), the copies are dropped and the flag judged once more on fresh
+/// rows (a second disagreement, an admin editing right now, answers 503: try again).
+async fn solve_if_correct(
+    state: &AppState,
+    caller: &Caller,
+    team: i64,
+    mut playable: Arc<Playable>,
+    submission: &NewSubmission<'_>,
+) -> ApiResult<Verdict> {
+    let id = playable.challenge.id;
+    for round in 0..2 {
+        if !is_correct(state, team, &playable, submission.provided) {
+            return Ok(Verdict::Wrong(playable));
+        }
+        let record = || {
+            records::record_solve(&state.db, submission, |fresh, flags| {
+                playable.same_rows(fresh, flags) && (caller.is_admin || fresh.is_visible())
+            })
+        };
+        let mut outcome = record().await;
+        if let Err(fctf_core::db::DbError::Query(message)) = &outcome
+            && super::is_transient(message)
+        {
+            // One retry after a deadlock or lock wait: the transaction was rolled back whole.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            outcome = record().await;
+        }
+        match outcome.map_err(db_error)? {
+            SolveOutcome::Solved { .. } => {
+                state.play.boards.invalidate();
+                state.play.solved.add(team, id);
+                stop_instance(state, team, &playable.challenge).await;
+                return Ok(Verdict::Solved(answer("correct", "Correct")));
+            }
+            SolveOutcome::AlreadySolved => {
+                state.play.solved.add(team, id);
+                return Ok(Verdict::Solved(already_solved()));
+            }
+            SolveOutcome::Stale if round == 0 => {
+                state.play.challenges.invalidate();
+                playable = state
+                    .play
+                    .challenges
+                    .reload(&state.db, id)
+                    .await
+                    .map_err(db_error)?
+                    .ok_or_else(no_such_challenge)?;
+                if !caller.is_admin && !playable.challenge.is_visible() {
+                    return Err(no_such_challenge());
+                }
+            }
+            SolveOutcome::Stale => {}
+        }
+    }
+    Err(ApiError::unavailable(
+        "challenge",
+        &"the challenge is being edited right now; submit again",
+    ))
+}
+
 /// True when `provided` matches a flag of the challenge or, for team-flag challenges, the
 /// team's own dynamic flag.
-async fn is_correct(
-    state: &AppState,
-    team: i64,
-    challenge: &Challenge,
-    provided: &str,
-) -> ApiResult<bool> {
-    if challenge.team_flag && constant_time_eq(&state.play.team_flag(team, challenge.id), provided)
-    {
-        return Ok(true);
-    }
-    let flags = records::flags(&state.db, Some(challenge.id))
-        .await
-        .map_err(db_error)?;
-    Ok(flags
-        .iter()
-        .filter_map(records::FlagRow::rule)
-        .any(|rule| rule.matches(provided)))
+fn is_correct(state: &AppState, team: i64, playable: &Playable, provided: &str) -> bool {
+    let challenge = &playable.challenge;
+    (challenge.team_flag && constant_time_eq(&state.play.team_flag(team, challenge.id), provided))
+        || playable.matches(provided)
 }
 
 /// Stops the team's instance of the challenge (after a solve or the last attempt); a missing
