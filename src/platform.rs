@@ -147,6 +147,15 @@ pub async fn change_feed(
     }))
 }
 
+/// [`sweep_unrecorded_instances`] on the local runtime's state directory when the runtime is
+/// local (0 otherwise): `fctf up`, and `fctf consumer` when the roles run apart.
+pub fn sweep_unrecorded_instances_if_local(config: &Config) -> usize {
+    if config.runtime.kind != fctf_core::config::RuntimeKind::Local {
+        return 0;
+    }
+    sweep_unrecorded_instances(std::path::Path::new(&config.runtime.local_state_dir))
+}
+
 /// Kills what a killed predecessor may have left unrecorded in the local runtime's state
 /// directory `dir`: an instance program runs in `dir/work/<instance>`, and its `<instance>.json`
 /// is written just after the spawn, so a process killed in between (SIGKILL, OOM) leaves a

@@ -111,18 +111,14 @@ pub fn consumer(args: &RoleArgs) -> Result<Exit, Failure> {
     block_on(async {
         let store = platform::store(&config).await.or_exit(Exit::Unavailable)?;
         let queue = platform::queue(&config).await.or_exit(Exit::Unavailable)?;
-        if config.runtime.kind == fctf_core::config::RuntimeKind::Local {
-            // The consumer is the one process that spawns local instances: before it spawns
-            // anything, what a killed predecessor spawned but never recorded is stopped.
-            let swept = platform::sweep_unrecorded_instances(std::path::Path::new(
-                &config.runtime.local_state_dir,
-            ));
-            if swept > 0 {
-                tracing::warn!(
-                    swept,
-                    "stopped instance programs a killed consumer left unrecorded"
-                );
-            }
+        // The consumer is the one process that spawns local instances: before it spawns
+        // anything, what a killed predecessor spawned but never recorded is stopped.
+        let swept = platform::sweep_unrecorded_instances_if_local(&config);
+        if swept > 0 {
+            tracing::warn!(
+                swept,
+                "stopped instance programs a killed consumer left unrecorded"
+            );
         }
         let runtime = platform::runtime(&config)
             .await

@@ -77,17 +77,11 @@ async fn run(config: Config) -> Result<(), Failure> {
     let db = platform::database(&config)
         .await
         .or_exit(Exit::Unavailable)?;
-    if config.runtime.kind == RuntimeKind::Local {
-        // Before the runtime deploys anything: what a killed predecessor spawned but never
-        // recorded cannot be adopted, so it is stopped here rather than leaked.
-        let swept = platform::sweep_unrecorded_instances(std::path::Path::new(
-            &config.runtime.local_state_dir,
-        ));
-        if swept > 0 {
-            eprintln!(
-                "fctf up: stopped {swept} instance program(s) left unrecorded by a killed run"
-            );
-        }
+    // Before the runtime deploys anything: what a killed predecessor spawned but never
+    // recorded cannot be adopted, so it is stopped here rather than leaked.
+    let swept = platform::sweep_unrecorded_instances_if_local(&config);
+    if swept > 0 {
+        eprintln!("fctf up: stopped {swept} instance program(s) left unrecorded by a killed run");
     }
     let runtime = platform::runtime(&config)
         .await
@@ -257,7 +251,7 @@ fn demo_challenges(exe: &str, with_instances: bool) -> Vec<(&'static str, String
     let mut all = vec![(
         "Warm-up",
         "name: Warm-up\ncategory: intro\nvalue: 100\n\
-         description: \"Every flag looks like FCTF{...}. This one is FCTF{welcome_to_fctf}: submit it.\"\n\
+         description: \"Every flag looks like `FCTF{...}`. This one is `FCTF{welcome_to_fctf}`: **submit it**.\"\n\
          flags:\n  - FCTF{welcome_to_fctf}\n"
             .to_owned(),
     )];

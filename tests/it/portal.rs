@@ -518,6 +518,9 @@ fn the_portal_plays_the_whole_journey_in_chromium() {
     // The static flag: a wrong one first (its message), then the right one.
     browser.click("a[data-challenge='Warm-up']");
     browser.find("#flag-form");
+    // The description is Markdown, rendered as elements (never as HTML from the server).
+    assert_eq!(browser.text("#challenge-description strong"), "submit it");
+    assert_eq!(browser.text("#challenge-description code"), "FCTF{...}");
     assert_eq!(browser.attribute("#flag-msg", "aria-live"), "polite");
     browser.type_into("#flag-input", "FCTF{nope}");
     browser.click("#flag-submit");
@@ -550,6 +553,8 @@ fn the_portal_plays_the_whole_journey_in_chromium() {
     browser.click("#instance-start");
     browser.find_within("#instance-link", 90);
     browser.wait_text("#instance-state", 15, |t| t.contains("Running"));
+    // "Start requested." holds only until the instance runs.
+    browser.wait_text("#instance-msg", 15, |t| t.is_empty());
     browser.find("#instance-time");
     browser.shot("09-instance-running");
     let link = browser.attribute("#instance-link", "href");

@@ -170,11 +170,17 @@ async fn security_headers(request: Request, next: Next) -> Response {
 /// Counts every answer by route template and status, error answers by kind, and submission
 /// outcomes.
 async fn count(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let route = request
+    let matched = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        .map(|p| p.as_str().to_owned());
     let response = next.run(request).await;
+    let route = matched
+        .or_else(|| {
+            let portal = response.extensions().get::<portal::PortalRoute>();
+            portal.map(|route| route.0.to_string())
+        })
+        .unwrap_or_else(|| "unmatched".to_owned());
     let status = response.status();
     state.metrics.request(&route, status.as_u16());
     if let Some(SubmissionOutcome(outcome)) = response.extensions().get::<SubmissionOutcome>() {

@@ -454,6 +454,17 @@ async fn admin_listener_serves_health_readiness_and_metrics_by_route_template() 
         text.contains("route=\"unmatched\",status=\"404\"} 1\n"),
         "{text}"
     );
+    // The portal is the API's fallback, yet its answers are counted under its own routes.
+    let page = http(served.api, "GET", "/", &[], None).await;
+    assert_eq!(page.status, 200);
+    let metrics = http(served.admin, "GET", "/metrics", &[], None).await;
+    assert!(
+        metrics
+            .text()
+            .contains("fctf_contestant_requests_total{route=\"/\",status=\"200\"} 1\n"),
+        "{}",
+        metrics.text()
+    );
     assert!(
         text.contains("fctf_contestant_errors_total{kind=\"not_found\"} 2\n"),
         "{text}"

@@ -53,6 +53,10 @@ pub const PERMISSIONS_POLICY: &str = "accelerometer=(), autoplay=(), camera=(), 
 #[derive(Clone, Copy, Debug)]
 pub struct Shareable;
 
+/// The portal route (`/` or `/portal/{name}`) an answer came from, for the request metrics.
+#[derive(Clone, Debug)]
+pub struct PortalRoute(pub std::sync::Arc<str>);
+
 /// One embedded file.
 struct Asset {
     /// Served at `/portal/{hashed}` (immutable) and `/portal/{name}` (revalidated).
@@ -180,8 +184,17 @@ fn serve(asset: &Asset, immutable: bool, request: &HeaderMap) -> Response {
 }
 
 async fn with_page_headers(request: Request, next: Next) -> Response {
+    // The service counts answers by route template, but the portal is the API's fallback, so
+    // the outer layer sees no matched route: the portal names its own on the answer.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|path| PortalRoute(path.as_str().into()));
     let mut response = next.run(request).await;
     page_headers(response.headers_mut());
+    if let Some(route) = route {
+        response.extensions_mut().insert(route);
+    }
     response
 }
 

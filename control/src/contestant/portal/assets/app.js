@@ -3,7 +3,8 @@
 // Hand-written, no framework, no build step. Everything the page shows comes from the API's
 // CTFd-style envelopes ({"success": true, "data": ...} or the one error shape
 // {"success": false, "error": KIND, "message": ...}). Text from the server is always put in the
-// page as text (textContent), never as HTML. The session is the HttpOnly cookie: this script
+// page as text nodes, never as HTML (descriptions, hints and notifications are Markdown, built as
+// DOM nodes by `markdown`). The session is the HttpOnly cookie: this script
 // never sees it, and puts no token or session in a URL (the instance link is the API's own
 // one-time link, opened in a new tab with no referrer).
 
@@ -101,6 +102,86 @@ function duration(secs) {
   const s = secs % 60;
   if (m >= 60) return `${Math.floor(m / 60)} h ${m % 60} min`;
   return m > 0 ? `${m} min ${String(s).padStart(2, "0")} s` : `${s} s`;
+}
+
+// ---- Markdown (the subset CTFd descriptions use) ----
+//
+// Built as DOM nodes, never through innerHTML: raw HTML in the source stays text, and a link is
+// only made for http(s) and mailto targets. Blocks: paragraphs, `#` headings, `-`/`*`/`1.`
+// lists, ``` fenced code, `>` quotes. Inline: `code`, **strong**, *em* / _em_, [text](url).
+
+const SAFE_LINK = /^(https?:\/\/|mailto:)/i;
+
+/** Inline Markdown of one block's text, as nodes. */
+function inline(text) {
+  const out = [];
+  // Order matters: code spans first (nothing inside them is Markdown), then links, then emphasis.
+  const pattern = /`([^`]+)`|\[([^\]]+)\]\(([^)\s]+)\)|\*\*([^*]+)\*\*|__([^_]+)__|\*([^*\s][^*]*)\*|\b_([^_\s][^_]*)_\b/g;
+  let last = 0;
+  for (const m of text.matchAll(pattern)) {
+    if (m.index > last) out.push(text.slice(last, m.index));
+    if (m[1] !== undefined) out.push(h("code", {}, m[1]));
+    else if (m[2] !== undefined) {
+      out.push(SAFE_LINK.test(m[3]) ? h("a", { href: m[3], target: "_blank", rel: "noopener noreferrer nofollow" }, inline(m[2])) : m[0]);
+    } else if (m[4] !== undefined || m[5] !== undefined) out.push(h("strong", {}, inline(m[4] ?? m[5])));
+    else out.push(h("em", {}, inline(m[6] ?? m[7])));
+    last = m.index + m[0].length;
+  }
+  if (last < text.length) out.push(text.slice(last));
+  return out;
+}
+
+/** A Markdown document as a `div.md` of block elements. */
+function markdown(source, attrs = {}) {
+  const root = h("div", { ...attrs, class: `md ${attrs.class ?? ""}`.trim() });
+  const lines = String(source ?? "").replace(/\r\n?/g, "\n").split("\n");
+  let para = [];
+  let list = null;
+  const flush = () => {
+    if (para.length) root.append(h("p", {}, inline(para.join("\n"))));
+    para = [];
+  };
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i];
+    const fence = line.match(/^\s*```/);
+    if (fence) {
+      flush();
+      list = null;
+      const code = [];
+      for (i++; i < lines.length && !/^\s*```/.test(lines[i]); i++) code.push(lines[i]);
+      root.append(h("pre", {}, h("code", {}, code.join("\n"))));
+      continue;
+    }
+    const heading = line.match(/^(#{1,6})\s+(.*)$/);
+    const item = line.match(/^\s*(?:[-*+]|(\d+)[.)])\s+(.*)$/);
+    const quote = line.match(/^>\s?(.*)$/);
+    if (!line.trim()) {
+      flush();
+      list = null;
+    } else if (heading) {
+      flush();
+      list = null;
+      // Headings inside a description sit below the page's own h1/h2.
+      root.append(h(`h${Math.min(6, heading[1].length + 2)}`, {}, inline(heading[2])));
+    } else if (item) {
+      flush();
+      const tag = item[1] !== undefined ? "ol" : "ul";
+      if (!list || list.tagName.toLowerCase() !== tag) {
+        list = h(tag, {});
+        root.append(list);
+      }
+      list.append(h("li", {}, inline(item[2])));
+    } else if (quote) {
+      flush();
+      list = null;
+      root.append(h("blockquote", {}, inline(quote[1])));
+    } else {
+      list = null;
+      para.push(line);
+    }
+  }
+  flush();
+  return root;
 }
 
 // ---- the API ----
@@ -510,7 +591,7 @@ async function viewChallenge(view, arg, current) {
     ),
     c.tags && c.tags.length ? h("ul", { class: "tags", "aria-label": "Tags" }, c.tags.map((t) => h("li", {}, t.value ?? t))) : null,
   );
-  const about = h("section", { class: "card", "aria-label": "Description" }, h("div", { class: "desc", id: "challenge-description" }, c.description || ""));
+  const about = h("section", { class: "card", "aria-label": "Description" }, markdown(c.description || "", { class: "desc", id: "challenge-description" }));
   if (c.connection_info) about.append(h("h2", {}, "Connection"), h("p", { class: "desc mono" }, c.connection_info));
   if (c.files && c.files.length) {
     about.append(
@@ -558,7 +639,7 @@ function hintsPanel(hints) {
           ),
         );
       } else {
-        body.replaceChildren(h("p", { class: "desc" }, answer.data.content ?? ""));
+        body.replaceChildren(markdown(answer.data.content ?? "", { class: "desc" }));
       }
     };
     list.append(
@@ -679,6 +760,8 @@ function instancePanel(c, current) {
     // A solved challenge needs no instance (the API refuses to start one).
     start.hidden = live || c.solved_by_me;
     if (!live) say(msg, c.solved_by_me ? "Solved: this challenge's instance is no longer needed." : "");
+    // "Start requested." and the like hold only until the state they asked for is reached.
+    else if (st === "running" && msg.dataset.until === "running") say(msg, "");
     stop.hidden = !live;
     extend.hidden = st !== "running";
     extend.disabled = !(s?.extensions_left > 0);
@@ -738,6 +821,7 @@ function instancePanel(c, current) {
   const act = (button, method, path, done) => async () => {
     button.disabled = true;
     say(msg, "…");
+    delete msg.dataset.until;
     const answer = await api(method, path);
     button.disabled = false;
     if (!answer.ok) {
@@ -745,6 +829,7 @@ function instancePanel(c, current) {
       return;
     }
     say(msg, done, "ok");
+    if (method === "POST" && path.endsWith("/instance")) msg.dataset.until = "running";
     show(answer.data);
     later(1000, refresh);
   };
@@ -831,7 +916,7 @@ async function viewNotifications(view, _arg, current) {
     h(
       "ul",
       { class: "plain card", id: "notifications" },
-      list.map((n) => h("li", {}, h("h2", {}, n.title, n.id > seen ? h("span", { class: "badge" }, "new") : null), h("p", { class: "muted" }, when(n.date)), h("p", { class: "desc" }, n.content))),
+      list.map((n) => h("li", {}, h("h2", {}, n.title, n.id > seen ? h("span", { class: "badge" }, "new") : null), h("p", { class: "muted" }, when(n.date)), markdown(n.content, { class: "desc" }))),
     ),
   );
   localStorage.setItem(SEEN, String(Math.max(seen, ...list.map((n) => n.id))));
