@@ -2,7 +2,7 @@
 //! runtime, with many starts queued at once (issue 5's benchmark; goal p99 <= 50 ms).
 //!
 //! ```text
-//! pipeline_latency [--count 300] [--poll-ms 100] [--real]
+//! pipeline_latency [--count 300] [--poll-ms 100] [--prefetch 40] [--real [--publish-channels 64]]
 //! ```
 //!
 //! The Deployment Center, the Deployment Consumer and the Deployment Listener run in this
@@ -21,7 +21,10 @@
 //! `control` is split into stages (each instance's own stamps; a `deploy` wrapper stamps when
 //! the consumer called the runtime):
 //!
-//! - `request -> accepted`: the Deployment Center's start (quota reservation, record, publish);
+//! - `request -> accepted`: the Deployment Center's start (quota reservation, record, publish),
+//!   itself split into `request -> publish` (the reservation), `publish -> confirmed` (the
+//!   broker's confirm, measured around [`JobQueue::publish`]) and `confirmed -> accepted` (the
+//!   answer: the queue position);
 //! - `accepted -> deploy call` (**queued behind others**): the job waits in the queue and the
 //!   consumer's prefetch window for the earlier jobs, then the consumer's own reads;
 //! - `deploy call -> spawned`: the runtime's deploy up to the process running (its locks, port,
@@ -37,6 +40,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
+use std::num::NonZeroU16;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -47,7 +51,10 @@ use fctf_core::clock::unix_now_millis;
 use fctf_core::config::DeploymentConfig;
 use fctf_core::db::{Database, ScratchDatabase};
 use fctf_core::ids::{ChallengeId, InstanceId, TeamId};
-use fctf_core::queue::{AmqpQueue, DeploySpec, JobQueue, MemoryQueue, Topology};
+use fctf_core::queue::{
+    AmqpQueue, DeployJob, DeploySpec, JobConsumer, JobQueue, MemoryQueue, ParkedJob, QueueError,
+    QueueStats, Topology,
+};
 use fctf_core::runtime::{InstanceRef, InstanceRuntime, Observed, Phase, Placement, RuntimeResult};
 use fctf_core::store::{DeploymentState, MemoryStore, RedisStore, StateStore};
 use fctf_workers::consumer::{self, ConsumerSettings};
@@ -59,15 +66,22 @@ use fctf_workers::runtime::local::{LocalRuntime, LocalSettings};
 struct Args {
     count: u32,
     poll: Duration,
+    /// The consumer's prefetch (its default, 40, unless given).
+    prefetch: Option<NonZeroU16>,
+    /// Publishes awaiting their confirm at once on RabbitMQ (`AmqpQueue`'s default unless
+    /// given).
+    publish_channels: Option<usize>,
     real: bool,
 }
 
-const USAGE: &str = "usage: pipeline_latency [--count N] [--poll-ms MS] [--real] | --serve";
+const USAGE: &str = "usage: pipeline_latency [--count N] [--poll-ms MS] [--prefetch N] [--real [--publish-channels N]] | --serve";
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut parsed = Args {
         count: 300,
         poll: Duration::from_millis(100),
+        prefetch: None,
+        publish_channels: None,
         real: false,
     };
     while let Some(flag) = args.next() {
@@ -81,7 +95,16 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 parsed.count = u32::try_from(value("--count")?).map_err(|e| e.to_string())?;
             }
             "--poll-ms" => parsed.poll = Duration::from_millis(value("--poll-ms")?),
+            "--prefetch" => {
+                let n = u16::try_from(value("--prefetch")?).map_err(|e| e.to_string())?;
+                parsed.prefetch =
+                    Some(NonZeroU16::new(n).ok_or_else(|| format!("--prefetch 0\n{USAGE}"))?);
+            }
             "--real" => parsed.real = true,
+            "--publish-channels" => {
+                parsed.publish_channels =
+                    Some(usize::try_from(value("--publish-channels")?).map_err(|e| e.to_string())?);
+            }
             other => return Err(format!("unknown argument {other:?}\n{USAGE}")),
         }
     }
@@ -220,11 +243,63 @@ impl InstanceRuntime for Stamped {
     }
 }
 
+/// The deploy queue, with when each start job's publish was called and when it returned.
+#[derive(Debug)]
+struct TimedQueue {
+    inner: Arc<dyn JobQueue>,
+    publishes: Mutex<HashMap<InstanceId, (u64, u64)>>,
+}
+
+impl TimedQueue {
+    fn publish_of(&self, instance: InstanceId) -> Option<(u64, u64)> {
+        self.publishes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&instance)
+            .copied()
+    }
+}
+
+#[async_trait::async_trait]
+impl JobQueue for TimedQueue {
+    async fn publish(&self, job: &DeployJob) -> Result<(), QueueError> {
+        let called = unix_now_millis();
+        let result = self.inner.publish(job).await;
+        if job.spec().is_some() {
+            self.publishes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(job.instance)
+                .or_insert((called, unix_now_millis()));
+        }
+        result
+    }
+
+    async fn consume(&self, prefetch: NonZeroU16) -> Result<JobConsumer, QueueError> {
+        self.inner.consume(prefetch).await
+    }
+
+    async fn take_parked(&self, max: usize) -> Result<Vec<ParkedJob>, QueueError> {
+        self.inner.take_parked(max).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.inner.stats().await
+    }
+}
+
 /// The `listening <unix ms>` line an instance printed.
 fn listening_at(output: &str) -> Option<u64> {
     output
         .lines()
         .find_map(|l| l.strip_prefix("listening ")?.trim().parse().ok())
+}
+
+/// The 1, 5 and 15 minute load averages (`/proc/loadavg`), for the record: the machine is shared.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".to_owned())
 }
 
 /// The `p`-th percentile (nearest rank) of sorted `values`.
@@ -270,6 +345,10 @@ async fn run(args: &Args) -> Result<(), BoxError> {
             Duration::from_secs(5),
         )
         .await?;
+        let queue = match args.publish_channels {
+            Some(n) => queue.with_publish_channels(n),
+            None => queue,
+        };
         let scratch = ScratchDatabase::create("mysql://root@127.0.0.1:3306/test", 8).await?;
         scratch.db.migrate().await?;
         let db = scratch.db.clone();
@@ -298,13 +377,23 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         deploy_called_ms: Mutex::new(HashMap::new()),
     });
     let instance_runtime: Arc<dyn InstanceRuntime> = stamped.clone();
+    let timed = Arc::new(TimedQueue {
+        inner: queue.clone(),
+        publishes: Mutex::new(HashMap::new()),
+    });
     let center = Arc::new(DeploymentCenter::new(
         store.clone(),
-        queue.clone(),
+        timed.clone(),
         &DeploymentConfig::default(),
         CenterKeys::ephemeral(),
     ));
 
+    let consumer_settings = ConsumerSettings {
+        prefetch: args
+            .prefetch
+            .unwrap_or(ConsumerSettings::default().prefetch),
+        ..ConsumerSettings::default()
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -313,7 +402,7 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         queue.clone(),
         store.clone(),
         instance_runtime.clone(),
-        ConsumerSettings::default(),
+        consumer_settings.clone(),
         stopped(stop_rx.clone()),
     ));
     let listener = Arc::new(Listener::new(
@@ -376,6 +465,7 @@ async fn run(args: &Args) -> Result<(), BoxError> {
                 challenge: ChallengeId(i64::from(i % 3) + 1),
             })
             .collect();
+        let load_before = load_average();
         let began = Instant::now();
         let mut starts = tokio::task::JoinSet::new();
         for key in &keys {
@@ -441,6 +531,7 @@ async fn run(args: &Args) -> Result<(), BoxError> {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let all_running_in = began.elapsed();
+        let load_after = load_average();
 
         let observed: HashMap<_, _> = local
             .snapshot()
@@ -473,6 +564,12 @@ async fn run(args: &Args) -> Result<(), BoxError> {
             s.control.push(control);
             s.own.push(control.saturating_sub(queued));
             s.accept.push(accepted.saturating_sub(sent));
+            let (publish_called, publish_done) = timed
+                .publish_of(o.id.instance)
+                .ok_or_else(|| format!("{key:?}: never published"))?;
+            s.reserve.push(publish_called.saturating_sub(sent));
+            s.confirm.push(publish_done.saturating_sub(publish_called));
+            s.answer.push(accepted.saturating_sub(publish_done));
             s.queued.push(queued);
             s.in_deploy.push(spawned.saturating_sub(called));
             s.detect.push(ready_seen.saturating_sub(listening));
@@ -483,17 +580,18 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         }
 
         println!(
-            "pipeline_latency: {} starts at once ({}; local runtime; listener poll {} ms)",
+            "pipeline_latency: {} starts at once ({}; local runtime; listener poll {} ms; consumer prefetch {})",
             keys.len(),
             if args.real {
                 "RabbitMQ + Redis + MariaDB"
             } else {
                 "in-process queue and store, SQLite"
             },
-            args.poll.as_millis()
+            args.poll.as_millis(),
+            consumer_settings.prefetch
         );
         println!(
-            "all accepted in {} ms; all Running in {} ms",
+            "all accepted in {} ms; all Running in {} ms; load average {load_before} before, {load_after} after",
             queued_in.as_millis(),
             all_running_in.as_millis()
         );
@@ -502,6 +600,9 @@ async fn run(args: &Args) -> Result<(), BoxError> {
         println!("{}", line("control = total - proc", s.control.clone()));
         println!("{}", line("  control, own work", s.own));
         println!("{}", line("  request -> accepted", s.accept));
+        println!("{}", line("    request -> publish", s.reserve));
+        println!("{}", line("    publish -> confirmed", s.confirm));
+        println!("{}", line("    confirmed -> accepted", s.answer));
         println!("{}", line("  accepted -> deploy call", s.queued));
         println!("{}", line("  deploy call -> spawned", s.in_deploy));
         println!("{}", line("  listening -> ready seen", s.detect));
@@ -554,6 +655,10 @@ struct Stages {
     control: Vec<u64>,
     own: Vec<u64>,
     accept: Vec<u64>,
+    /// `accept`'s parts: the reservation, the publish (its confirm), the answer.
+    reserve: Vec<u64>,
+    confirm: Vec<u64>,
+    answer: Vec<u64>,
     queued: Vec<u64>,
     in_deploy: Vec<u64>,
     detect: Vec<u64>,

@@ -76,7 +76,17 @@ pub struct DeploymentCenter {
     clock: Arc<dyn Clock>,
     runtime: Option<Arc<dyn InstanceRuntime>>,
     metrics: Metrics,
-    queue_order: Mutex<Option<(Instant, Arc<Vec<QueueOrder>>)>>,
+    queue_order: Mutex<QueueOrderCache>,
+    /// Held by the one call that scans the records for the queue order.
+    queue_order_scan: tokio::sync::Mutex<()>,
+}
+
+/// The queue order the center answers positions from, and when it was last scanned (`None`:
+/// not yet).
+#[derive(Debug, Default)]
+struct QueueOrderCache {
+    order: Arc<Vec<QueueOrder>>,
+    scanned_at: Option<Instant>,
 }
 
 impl DeploymentCenter {
@@ -99,7 +109,8 @@ impl DeploymentCenter {
             clock: Arc::new(SystemClock),
             runtime: None,
             metrics: Metrics::default(),
-            queue_order: Mutex::new(None),
+            queue_order: Mutex::new(QueueOrderCache::default()),
+            queue_order_scan: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -155,7 +166,9 @@ impl DeploymentCenter {
     /// errored workflow marks a Queued or Deploying instance Failed with Argo's message as the
     /// reason (freeing its quota slot) and asks for whatever it left behind to be removed; a
     /// succeeded one changes nothing (the Deployment Listener sees the instance run). A callback
-    /// about an instance that is not the live one is a `Conflict` and changes nothing.
+    /// about an instance that is not the live one changes nothing: `NotFound` when its slot has
+    /// no record (an image build's preview instance that was never started or is gone),
+    /// `Conflict` when another instance holds the slot.
     pub async fn workflow_callback(
         &self,
         callback: &WorkflowCallback,
@@ -577,16 +590,12 @@ impl DeploymentCenter {
             team: callback.team,
             challenge: callback.challenge,
         };
-        let target = InstanceTarget {
-            key,
-            instance: Some(callback.instance),
-        };
         tracing::info!(
             team = %key.team, challenge = %key.challenge, instance = %callback.instance,
             workflow = %callback.workflow, status = ?callback.status, "workflow finished"
         );
         for _ in 0..CAS_ATTEMPTS {
-            let record = self.live_record(&target).await?;
+            let record = self.callback_record(callback).await?;
             let failed = matches!(
                 callback.status,
                 WorkflowPhase::Failed | WorkflowPhase::Error
@@ -631,6 +640,30 @@ impl DeploymentCenter {
         Err(ApiError::conflict(
             "The instance changed while recording the workflow; please try again.",
         ))
+    }
+
+    /// The record a workflow callback is about. `NotFound` when its slot has no record at all (a
+    /// build for a preview instance that was never started, or is gone: there is nothing to
+    /// record the outcome on), `Conflict` when another instance holds the slot. Neither changes
+    /// anything.
+    async fn callback_record(
+        &self,
+        callback: &WorkflowCallback,
+    ) -> Result<DeploymentRecord, ApiError> {
+        let record = self
+            .store
+            .get_deployment(callback.team, callback.challenge)
+            .await
+            .map_err(store_unavailable)?;
+        match record {
+            Some(record) if record.instance == callback.instance => Ok(record),
+            Some(_) => Err(not_live()),
+            None => Err(ApiError::not_found(format!(
+                "No instance {} of team {}, challenge {} is recorded; the workflow's outcome \
+                 was not recorded.",
+                callback.instance, callback.team, callback.challenge
+            ))),
+        }
     }
 
     // ---- reading ----
@@ -702,18 +735,24 @@ impl DeploymentCenter {
         policy::describe(key, record, self.now_ms(), None, None, None)
     }
 
-    /// The queue order of every Queued record, from a scan at most [`QUEUE_ORDER_CACHE`] old.
+    /// The queue order of every Queued record: from a scan at most [`QUEUE_ORDER_CACHE`] old,
+    /// kept current with this center's own starts and rollbacks. When the scan is older, one
+    /// caller scans again while the others answer from the order as it stands rather than wait
+    /// for it (a burst of starts all answering at once would otherwise wait on, or each make, a
+    /// scan of every record). Before the first scan has finished, that order holds this center's
+    /// own starts only.
     async fn cached_queue_order(&self) -> Result<Arc<Vec<QueueOrder>>, ApiError> {
-        {
-            let cache = self
-                .queue_order
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            if let Some((at, order)) = cache.as_ref()
-                && at.elapsed() < QUEUE_ORDER_CACHE
-            {
-                return Ok(Arc::clone(order));
-            }
+        let (order, fresh) = self.current_queue_order();
+        if fresh {
+            return Ok(order);
+        }
+        let Ok(_scan) = self.queue_order_scan.try_lock() else {
+            return Ok(order);
+        };
+        // A scan may have finished between the look and the lock.
+        let (order, fresh) = self.current_queue_order();
+        if fresh {
+            return Ok(order);
         }
         let records = self
             .store
@@ -724,28 +763,40 @@ impl DeploymentCenter {
         *self
             .queue_order
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((Instant::now(), Arc::clone(&order)));
+            .unwrap_or_else(PoisonError::into_inner) = QueueOrderCache {
+            order: Arc::clone(&order),
+            scanned_at: Some(Instant::now()),
+        };
         Ok(order)
     }
 
+    /// The cached queue order, and whether its scan is younger than [`QUEUE_ORDER_CACHE`].
+    fn current_queue_order(&self) -> (Arc<Vec<QueueOrder>>, bool) {
+        let cache = self
+            .queue_order
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let fresh = cache
+            .scanned_at
+            .is_some_and(|at| at.elapsed() < QUEUE_ORDER_CACHE);
+        (Arc::clone(&cache.order), fresh)
+    }
+
     /// Keeps the cached queue order true to this center's own starts (added) and rollbacks
-    /// (removed), so its answers count each other; other writers show within
-    /// [`QUEUE_ORDER_CACHE`].
+    /// (removed), so its answers count each other; other writers show with the next scan.
     fn note_queue_change(&self, record: &DeploymentRecord, queued: bool) {
         let mut cache = self
             .queue_order
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some((_, order)) = cache.as_mut() {
-            let entry = (record.created_at_ms, record.instance);
-            let order = Arc::make_mut(order);
-            match (order.binary_search(&entry), queued) {
-                (Err(at), true) => order.insert(at, entry),
-                (Ok(at), false) => {
-                    order.remove(at);
-                }
-                _ => {}
+        let entry = (record.created_at_ms, record.instance);
+        let order = Arc::make_mut(&mut cache.order);
+        match (order.binary_search(&entry), queued) {
+            (Err(at), true) => order.insert(at, entry),
+            (Ok(at), false) => {
+                order.remove(at);
             }
+            _ => {}
         }
     }
 

@@ -6,4 +6,5 @@ mod builds;
 mod client;
 mod fixture;
 mod lifecycle;
+mod publish;
 mod signed;

@@ -1,12 +1,19 @@
 //! [`AmqpQueue`]: the deploy queue on RabbitMQ, through lapin.
 //!
-//! Publishing: one channel in confirm mode, every publish `mandatory` and bounded by the publish
-//! timeout; the confirm decides the outcome (ack → `Ok`, ack with the message returned →
-//! `Unroutable`, nack → `Full`). Consuming: a channel per consumer with `basic.qos(prefetch)` and
-//! manual acknowledgements. Reconnection is described in the [module documentation](super).
+//! Publishing: every publish `mandatory`, on a channel in confirm mode that it has to itself
+//! until its confirm is in, and bounded by the publish timeout; the confirm decides the outcome
+//! (ack → `Ok`, ack with the message returned → `Unroutable`, nack → `Full`). Concurrent
+//! publishes take different channels from a small pool ([`PUBLISH_CHANNELS`]), so their confirms
+//! overlap (the broker confirms them together) instead of waiting one after another, and a
+//! returned message or a nack is always about the one message on its channel: lapin attaches a
+//! `basic.return` to whichever confirm completes next on the channel, which is only certain to be
+//! the returned message's own when nothing else is outstanding there. Consuming: a channel per
+//! consumer with `basic.qos(prefetch)` and manual acknowledgements. Reconnection is described in
+//! the [module documentation](super).
 
 use std::fmt;
 use std::num::NonZeroU16;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +28,7 @@ use lapin::uri::AMQPUri;
 use lapin::{
     Acker, BasicProperties, Channel, Confirmation, Connection, ConnectionProperties, ErrorKind,
 };
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use tokio::time::Instant;
 
 use super::{
@@ -35,12 +42,23 @@ use crate::clock;
 /// not hammered by every publish, and callers get their answer without waiting.
 pub const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Most publishes awaiting their confirm at once, each on a confirm channel of its own (the
+/// channels stay open and are reused). Further publishes wait for one to finish, within their
+/// publish timeout. 64 keeps a burst of starts (300 at once) a few confirm rounds long while the
+/// broker holds at most 64 channel processes for this connection.
+pub const PUBLISH_CHANNELS: usize = 64;
+
 /// The deploy queue on a RabbitMQ broker.
 pub struct AmqpQueue {
     uri: AMQPUri,
     topology: Topology,
     publish_timeout: Duration,
     link: Mutex<LinkState>,
+    /// Confirm-mode channels with no publish outstanding. A publish takes one for itself and
+    /// gives it back once its confirm is in (never after a timeout or an error).
+    idle_publishers: std::sync::Mutex<Vec<Channel>>,
+    /// One permit per publish in flight: at most [`PUBLISH_CHANNELS`] publishing channels.
+    publish_slots: Semaphore,
 }
 
 #[derive(Default)]
@@ -52,11 +70,7 @@ struct LinkState {
 }
 
 struct Link {
-    connection: Connection,
-    /// In confirm mode. Replaced when the broker closes it (for example after publishing to a
-    /// deleted exchange) while the connection lives on; `None` once retired after a confirm
-    /// timeout, until the next publish opens a fresh one.
-    publisher: Option<Channel>,
+    connection: Arc<Connection>,
 }
 
 impl fmt::Debug for AmqpQueue {
@@ -90,6 +104,8 @@ impl AmqpQueue {
             topology: topology.clone(),
             publish_timeout,
             link: Mutex::new(LinkState::default()),
+            idle_publishers: std::sync::Mutex::new(Vec::new()),
+            publish_slots: Semaphore::new(PUBLISH_CHANNELS),
         };
         let link = tokio::time::timeout(publish_timeout, queue.open_link())
             .await
@@ -102,6 +118,14 @@ impl AmqpQueue {
         Ok(queue)
     }
 
+    /// Allows `channels` publishes awaiting their confirm at once (at least 1) instead of
+    /// [`PUBLISH_CHANNELS`].
+    #[must_use]
+    pub fn with_publish_channels(mut self, channels: usize) -> Self {
+        self.publish_slots = Semaphore::new(channels.max(1));
+        self
+    }
+
     /// The topology this queue declared.
     pub fn topology(&self) -> &Topology {
         &self.topology
@@ -111,12 +135,15 @@ impl AmqpQueue {
     /// operations reconnect.
     pub async fn close(&self) -> Result<(), QueueError> {
         let link = self.link.lock().await.link.take();
+        self.idle().clear();
         if let Some(link) = link {
             link.connection.close(200, "closing".into()).await?;
         }
         Ok(())
     }
 
+    /// Connects, declares the topology and keeps the declaring channel, in confirm mode, as the
+    /// first idle publishing channel.
     async fn open_link(&self) -> Result<Link, QueueError> {
         let properties =
             ConnectionProperties::default().with_connection_name("fctf deploy queue".into());
@@ -126,10 +153,22 @@ impl AmqpQueue {
         publisher
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
+        {
+            let mut idle = self.idle();
+            // Channels of an earlier connection are dead: none of them is kept.
+            idle.clear();
+            idle.push(publisher);
+        }
         Ok(Link {
-            connection,
-            publisher: Some(publisher),
+            connection: Arc::new(connection),
         })
+    }
+
+    fn idle(&self) -> std::sync::MutexGuard<'_, Vec<Channel>> {
+        // A Vec of handles is never left half-changed.
+        self.idle_publishers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// The live link, reconnecting if it is gone and the backoff allows.
@@ -164,47 +203,59 @@ impl AmqpQueue {
             .ok_or_else(|| QueueError::Unavailable("no broker connection".to_owned()))
     }
 
-    /// A clone of the confirm-mode publishing channel.
-    async fn publisher(&self) -> Result<Channel, QueueError> {
+    /// The live connection (reconnecting as [`Self::live_link`] does); the link's lock is held
+    /// only for that, not for what the caller then does on the connection.
+    async fn connection(&self) -> Result<Arc<Connection>, QueueError> {
         let mut state = self.link.lock().await;
         let link = self.live_link(&mut state).await?;
-        if let Some(channel) = &link.publisher
-            && channel.status().connected()
-        {
-            return Ok(channel.clone());
+        Ok(Arc::clone(&link.connection))
+    }
+
+    /// A confirm-mode channel for one publish, for the caller alone: an idle one, or a new one
+    /// on the live connection. Idle channels the broker or a lost connection closed are dropped
+    /// on the way.
+    async fn take_publisher(&self) -> Result<Channel, QueueError> {
+        loop {
+            let Some(channel) = self.idle().pop() else {
+                break;
+            };
+            if channel.status().connected() {
+                return Ok(channel);
+            }
         }
-        let channel = link.connection.create_channel().await?;
+        let connection = self.connection().await?;
+        let channel = connection.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())
             .await?;
-        link.publisher = Some(channel.clone());
         Ok(channel)
     }
 
-    /// Takes a publishing channel whose confirm did not come in time out of service and closes
-    /// it in the background. The next publish opens a fresh one, so a wedged channel is not
-    /// reused and lapin's bookkeeping of the abandoned confirm goes away with it.
-    fn retire_publisher(&self, channel: Channel) {
-        // Without waiting: the publish has already used up its time. When the link is busy (a
-        // reconnect under way), the channel's closing state retires it just the same.
-        if let Ok(mut state) = self.link.try_lock()
-            && let Some(link) = state.link.as_mut()
-            && link.publisher.as_ref() == Some(&channel)
-        {
-            link.publisher = None;
+    /// Gives a publishing channel whose confirm is in back to the pool.
+    fn return_publisher(&self, channel: Channel) {
+        if channel.status().connected() {
+            self.idle().push(channel);
+        }
+    }
+
+    /// Takes a publishing channel out of service and closes it in the background: its confirm
+    /// did not come in time (a wedged channel is not reused, and lapin's bookkeeping of the
+    /// abandoned confirm goes away with it), or the publish failed on it.
+    fn retire_publisher(channel: Channel, why: &'static str) {
+        if !channel.status().connected() {
+            return;
         }
         tokio::spawn(async move {
-            if let Err(e) = channel.close(200, "publish confirm timed out".into()).await {
-                tracing::debug!(error = %e, "deploy queue: closing a stalled publishing channel failed");
+            if let Err(e) = channel.close(200, why.into()).await {
+                tracing::debug!(error = %e, "deploy queue: closing a retired publishing channel failed");
             }
         });
     }
 
     /// A new channel on the live connection.
     async fn channel(&self) -> Result<Channel, QueueError> {
-        let mut state = self.link.lock().await;
-        let link = self.live_link(&mut state).await?;
-        Ok(link.connection.create_channel().await?)
+        let connection = self.connection().await?;
+        Ok(connection.create_channel().await?)
     }
 
     fn no_connection_in_time(&self) -> QueueError {
@@ -313,7 +364,13 @@ impl JobQueue for AmqpQueue {
             .remaining_ttl(clock::unix_now_millis())
             .ok_or(InvalidJob("job expired before it was published"))?;
         let deadline = Instant::now() + self.publish_timeout;
-        let channel = tokio::time::timeout_at(deadline, self.publisher())
+        // Every slot busy for the whole timeout means the broker is not confirming: the same
+        // answer as a confirm that does not come.
+        let _slot = tokio::time::timeout_at(deadline, self.publish_slots.acquire())
+            .await
+            .map_err(|_| QueueError::Timeout(self.publish_timeout))?
+            .map_err(|_| QueueError::Unavailable("the deploy queue is closed".to_owned()))?;
+        let channel = tokio::time::timeout_at(deadline, self.take_publisher())
             .await
             .map_err(|_| self.no_connection_in_time())??;
         let properties = BasicProperties::default()
@@ -322,6 +379,7 @@ impl JobQueue for AmqpQueue {
             .with_message_id(job.job_id.to_string().into())
             .with_timestamp(job.enqueued_at_ms / 1000)
             .with_expiration(ttl.as_millis().to_string().into());
+        // No lock is held here: other publishes go out on other channels meanwhile.
         let confirmation = tokio::time::timeout_at(deadline, async {
             channel
                 .basic_publish(
@@ -339,26 +397,19 @@ impl JobQueue for AmqpQueue {
         })
         .await;
         let confirmation = match confirmation {
-            Ok(confirmation) => confirmation.map_err(publish_error)?,
+            Ok(Ok(confirmation)) => confirmation,
+            Ok(Err(e)) => {
+                Self::retire_publisher(channel, "publish failed");
+                return Err(publish_error(e));
+            }
             Err(_) => {
-                self.retire_publisher(channel);
+                Self::retire_publisher(channel, "publish confirm timed out");
                 return Err(QueueError::Timeout(self.publish_timeout));
             }
         };
-        match confirmation {
-            Confirmation::Ack(None) => Ok(()),
-            // With publisher confirms, an unroutable mandatory message is returned *and* acked:
-            // the ack alone would read as success.
-            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(
-                QueueError::Unroutable(format!("{} {}", returned.reply_code, returned.reply_text)),
-            ),
-            // With this topology the broker nacks only because of `x-overflow=reject-publish`
-            // (or an internal queue failure, which equally means "not enqueued").
-            Confirmation::Nack(None) => Err(QueueError::Full),
-            Confirmation::NotRequested => Err(QueueError::Broker(
-                "publisher confirms are not enabled on the publishing channel".to_owned(),
-            )),
-        }
+        // The confirm is in and nothing else was outstanding on the channel: reusable.
+        self.return_publisher(channel);
+        outcome(confirmation, &job.job_id.to_string())
     }
 
     async fn consume(&self, prefetch: NonZeroU16) -> Result<JobConsumer, QueueError> {
@@ -388,6 +439,42 @@ impl JobQueue for AmqpQueue {
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         self.within_timeout("queue.declare (passive)", self.read_stats())
             .await
+    }
+}
+
+/// What a publish's confirm means for the job whose message id is `message_id`.
+fn outcome(confirmation: Confirmation, message_id: &str) -> Result<(), QueueError> {
+    match confirmation {
+        Confirmation::Ack(None) => Ok(()),
+        // With publisher confirms, an unroutable mandatory message is returned *and* acked:
+        // the ack alone would read as success.
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+            let returned_id = returned
+                .delivery
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.to_string());
+            if returned_id.as_deref() != Some(message_id) {
+                // Cannot happen with one publish per channel at a time; if it ever did, the
+                // safe reading is still "not enqueued".
+                tracing::error!(
+                    ?returned_id,
+                    message_id,
+                    "deploy queue: a returned message does not match its publish"
+                );
+            }
+            Err(QueueError::Unroutable(format!(
+                "{} {}",
+                returned.reply_code, returned.reply_text
+            )))
+        }
+        // With this topology the broker nacks only because of `x-overflow=reject-publish`
+        // (or an internal queue failure, which equally means "not enqueued").
+        Confirmation::Nack(None) => Err(QueueError::Full),
+        Confirmation::NotRequested => Err(QueueError::Broker(
+            "publisher confirms are not enabled on the publishing channel".to_owned(),
+        )),
     }
 }
 

@@ -16,7 +16,7 @@ pub mod executor;
 pub mod metrics;
 pub mod poll;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -26,11 +26,12 @@ use async_trait::async_trait;
 use fctf_core::clock;
 use fctf_core::config::ListenerConfig;
 use fctf_core::db::Database;
+use fctf_core::ids::InstanceId;
 use fctf_core::runtime::{InstanceRef, InstanceRuntime};
 use fctf_core::store::StateStore;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 pub use self::decision::{Action, ActionKind, Decision, Memory, Rules, Scope, Views, reconcile};
@@ -65,8 +66,47 @@ pub trait ChangeFeed: Send + Sync + fmt::Debug {
     fn changes(&self) -> BoxStream<'static, InstanceRef>;
 }
 
-/// Hints one shard may hold before new ones are dropped (and left to the resync).
-const SHARD_QUEUE: usize = 1024;
+/// The hints waiting for one shard: each instance at most once, in the order of its first hint
+/// not yet taken. A hint of an instance that is already waiting adds nothing (its pass reads
+/// fresh views, which include whatever the later events changed), so a burst of events never
+/// overflows a shard and no hint is dropped: what waits is bounded by the number of instances.
+/// An instance taken for a pass can be queued again at once: a hint during its pass gets a pass
+/// of its own after it.
+#[derive(Debug, Default)]
+struct ShardQueue {
+    waiting: Mutex<(VecDeque<InstanceRef>, HashSet<InstanceId>)>,
+    wake: Notify,
+}
+
+impl ShardQueue {
+    /// Queues `id` unless it is already waiting.
+    fn push(&self, id: InstanceRef) {
+        let added = {
+            let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+            let (order, members) = &mut *waiting;
+            let added = members.insert(id.instance);
+            if added {
+                order.push_back(id);
+            }
+            added
+        };
+        if added {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Takes up to `max` waiting instances, oldest first.
+    fn take(&self, max: usize) -> Vec<InstanceRef> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let (order, members) = &mut *waiting;
+        let n = order.len().min(max);
+        let batch: Vec<InstanceRef> = order.drain(..n).collect();
+        for id in &batch {
+            members.remove(&id.instance);
+        }
+        batch
+    }
+}
 
 /// Most hints one shard reconciles from one snapshot.
 const HINT_BATCH: usize = 64;
@@ -223,26 +263,23 @@ impl Listener {
         shutdown: impl Future<Output = ()> + Send,
     ) {
         let mut workers = JoinSet::new();
-        let mut senders = Vec::new();
+        let mut shard_queues: Vec<Arc<ShardQueue>> = Vec::new();
         if feed.is_some() {
             for _ in 0..shards.max(1) {
-                let (tx, mut rx) = mpsc::channel::<InstanceRef>(SHARD_QUEUE);
-                senders.push(tx);
+                let queue = Arc::new(ShardQueue::default());
+                shard_queues.push(queue.clone());
                 let listener = self.clone();
                 workers.spawn(async move {
-                    // Hints that queued up while a pass ran are taken together: one snapshot
-                    // for the batch, each instance once (each pass reads fresh views, so a
-                    // repeated hint adds nothing).
-                    while let Some(first) = rx.recv().await {
-                        let mut batch = vec![first];
-                        while batch.len() < HINT_BATCH {
-                            match rx.try_recv() {
-                                Ok(id) => batch.push(id),
-                                Err(_) => break,
-                            }
+                    loop {
+                        // Hints that came in while a pass ran are taken together: one snapshot
+                        // for the batch, each instance once.
+                        let mut batch = queue.take(HINT_BATCH);
+                        if batch.is_empty() {
+                            // A push between the take and this wait leaves a permit: no hint
+                            // is missed.
+                            queue.wake.notified().await;
+                            continue;
                         }
-                        let mut seen = HashSet::new();
-                        batch.retain(|id| seen.insert(id.instance));
                         for _ in 0..=LOST_RACE_PASSES {
                             let now = (listener.clock)();
                             let report = match listener.reconcile_instances_at(&batch, now).await
@@ -279,11 +316,12 @@ impl Listener {
                 }
                 hint = next_hint(&mut hints) => match hint {
                     Some(id) => {
-                        let shard = shard_of(&id, senders.len());
-                        let dropped = senders
-                            .get(shard)
-                            .is_none_or(|tx| tx.try_send(id).is_err());
-                        self.executor.metrics.hint(dropped);
+                        let shard = shard_of(&id, shard_queues.len());
+                        let queue = shard_queues.get(shard);
+                        if let Some(queue) = queue {
+                            queue.push(id);
+                        }
+                        self.executor.metrics.hint(queue.is_none());
                     }
                     None => {
                         tracing::info!("listener: change feed ended; resync only");
@@ -292,7 +330,6 @@ impl Listener {
                 },
             }
         }
-        drop(senders);
         workers.shutdown().await;
     }
 }

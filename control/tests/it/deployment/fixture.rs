@@ -323,6 +323,39 @@ impl Harness {
         Some((job, mode, expiration))
     }
 
+    /// The broker topology of a harness on the real backends.
+    pub fn topology(&self) -> Option<&Topology> {
+        self.broker.as_ref().map(|b| &b.0)
+    }
+
+    /// On the real broker: removes (`bound = false`) or restores the binding of the queue to
+    /// the exchange, so publishes become unroutable or routable again.
+    pub async fn set_bound(&self, bound: bool) {
+        let topology = self.topology().expect("a real broker");
+        let url = format!("{}/{}", amqp_url(), topology.vhost);
+        let connection = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let (queue, exchange, key) = (
+            topology.queue.as_str().into(),
+            topology.exchange.as_str().into(),
+            topology.routing_key.as_str().into(),
+        );
+        if bound {
+            channel
+                .queue_bind(queue, exchange, key, Default::default(), Default::default())
+                .await
+                .unwrap();
+        } else {
+            channel
+                .queue_unbind(queue, exchange, key, Default::default())
+                .await
+                .unwrap();
+        }
+        let _ = connection.close(200, "done".into()).await;
+    }
+
     /// Jobs waiting in the queue.
     pub async fn ready_jobs(&self) -> u32 {
         self.queue.stats().await.unwrap().ready

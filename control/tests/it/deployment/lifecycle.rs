@@ -11,7 +11,7 @@ use fctf_control::deployment::contract::{
     StopAllRequest, WorkflowCallback, WorkflowPhase, paths,
 };
 use fctf_control::deployment::{DeploymentCenter, extension_counter};
-use fctf_core::ids::InstanceId;
+use fctf_core::ids::{InstanceId, TeamId};
 use fctf_core::queue::{DeploySpec, JobKind};
 use fctf_core::runtime::{
     InstanceRef, InstanceRuntime, Observed, Placement, RuntimeError, RuntimeResult,
@@ -52,6 +52,7 @@ on_both!(
     stop_moves_to_stopping_and_publishes_a_stop_job,
     stop_of_an_instance_that_is_not_the_live_one_conflicts,
     a_failed_workflow_fails_the_instance_and_frees_its_slot,
+    a_build_callback_for_an_absent_preview_instance_is_not_found,
     stop_all_stops_every_active_instance,
     an_extension_moves_the_runtime_deadline_to_the_new_end,
     a_runtime_that_cannot_move_the_deadline_undoes_the_extension,
@@ -513,6 +514,58 @@ async fn a_failed_workflow_fails_the_instance_and_frees_its_slot(backend: Backen
     assert_eq!(restarted.status, StatusCode::OK, "{:?}", restarted.body);
     assert_eq!(restarted.body["state"], "queued");
     assert_ne!(instance_of(&restarted.body), instance);
+}
+
+/// An image build's exit hook reports on its preview instance (team 0). When that instance was
+/// never started, or is gone, the callback is `404` and writes nothing: no record appears and no
+/// cleanup job is published. When another preview instance of the challenge is live, it is
+/// `409` and that instance is left as it was.
+async fn a_build_callback_for_an_absent_preview_instance_is_not_found(backend: Backend) {
+    let h = backend.harness("callback-absent", 300).await;
+    let preview = key(TeamId::PREVIEW.0, 42);
+    let build = |instance, status| WorkflowCallback {
+        team: preview.team,
+        challenge: preview.challenge,
+        instance,
+        workflow: "up-challenge-template-k2x9q".to_owned(),
+        status,
+        message: Some("kaniko: error building image".to_owned()),
+    };
+    let absent = InstanceId::new();
+    for status in [
+        WorkflowPhase::Failed,
+        WorkflowPhase::Error,
+        WorkflowPhase::Succeeded,
+    ] {
+        h.post(paths::WORKFLOW_CALLBACK, &build(absent, status))
+            .await
+            .assert_error(StatusCode::NOT_FOUND, "not_found");
+    }
+    assert!(h.record(preview).await.is_none(), "nothing was recorded");
+    assert_eq!(h.ready_jobs().await, 0, "no cleanup job for nothing");
+
+    // Another preview instance holds the slot: the old build's callback conflicts and leaves it.
+    let live = instance_of(&h.post(paths::START, &start_request(preview, 1)).await.body);
+    h.take_jobs(1).await;
+    let before = h.record(preview).await.unwrap();
+    h.post(
+        paths::WORKFLOW_CALLBACK,
+        &build(absent, WorkflowPhase::Failed),
+    )
+    .await
+    .assert_error(StatusCode::CONFLICT, "conflict");
+    assert_eq!(h.record(preview).await.unwrap(), before);
+    assert_eq!(h.ready_jobs().await, 0);
+
+    // The live preview instance's own failed build fails it.
+    let answer = h
+        .post(
+            paths::WORKFLOW_CALLBACK,
+            &build(live, WorkflowPhase::Failed),
+        )
+        .await;
+    assert_eq!(answer.status, StatusCode::OK, "{:?}", answer.body);
+    assert_eq!(answer.body["state"], "failed");
 }
 
 async fn stop_all_stops_every_active_instance(backend: Backend) {

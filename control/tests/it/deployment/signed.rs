@@ -146,10 +146,10 @@ async fn the_workflow_callback_is_signed_too() {
     h.send(unsigned)
         .await
         .assert_error(StatusCode::UNAUTHORIZED, "unauthorized");
-    // Signed, about an instance that is not the live one: accepted as a request, refused as stale.
+    // Signed, about an instance that has no record: accepted as a request, refused as unknown.
     h.send(signed_request(paths::WORKFLOW_CALLBACK, &body, now_secs()))
         .await
-        .assert_error(StatusCode::CONFLICT, "conflict");
+        .assert_error(StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]

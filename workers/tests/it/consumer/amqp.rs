@@ -114,6 +114,7 @@ crate::consumer_cases!(setup:
     a_stop_job_removes_the_instance_and_marks_it_stopped,
     a_consumer_killed_mid_batch_and_restarted_carries_every_job_out_once,
     deliveries_that_crash_the_consumer_count_toward_the_limit,
+    one_failing_message_of_a_batch_is_settled_on_its_own,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,8 @@ use fctf_core::queue::{DeadLetterReason, DeployJob};
 use fctf_core::runtime::InstanceRef;
 use fctf_core::store::{DeploymentRecord, DeploymentState, UpdateOutcome};
 
+use fctf_workers::consumer::ConsumerMetrics;
+
 use super::support::{FakeRuntime, Harness, Mode, eventually};
 
 /// Gives the broker time to requeue anything left unsettled, then checks that nothing was:
@@ -287,4 +289,87 @@ pub async fn deliveries_that_crash_the_consumer_count_toward_the_limit(
     consumer.stop().await.unwrap();
     assert_eq!(fake.with(|s| s.deploy_calls.len()), 3);
     assert!(fake.with(|s| s.created.is_empty()));
+}
+
+/// T62, ack discipline: message k of a batch fails (a failpoint in the runtime, for its
+/// instance alone) while the rest of the batch goes through. Each delivery is settled on its
+/// own: while k is held unsettled the others are acked, and when the consumer dies only k goes
+/// back to the queue (an ack with `multiple=true` past k would have taken it too). Then k is
+/// retried until it works, and a second failing message j, which never works, is dead-lettered
+/// alone; every other job is deployed exactly once.
+pub async fn one_failing_message_of_a_batch_is_settled_on_its_own(
+    h: Harness,
+    fake: Arc<FakeRuntime>,
+) {
+    let mut jobs = Vec::new();
+    for team in 1..=10 {
+        jobs.push(h.reserve(team, Duration::from_secs(60)).await);
+    }
+    let (k, j) = (jobs[4].clone(), jobs[7].clone());
+    fake.with(|s| {
+        s.failpoints.insert(k.instance, Mode::Hangs);
+        s.failpoints.insert(j.instance, Mode::Unavailable);
+    });
+    for job in &jobs {
+        h.queue.publish(job).await.unwrap();
+    }
+    let metrics = Arc::new(ConsumerMetrics::default());
+    let first = h.start_counted(metrics.clone());
+    let others: Vec<_> = jobs
+        .iter()
+        .filter(|job| job.job_id != k.job_id && job.job_id != j.job_id)
+        .cloned()
+        .collect();
+    for job in &others {
+        h.wait_state(job, DeploymentState::Deploying).await;
+    }
+    h.wait_state(&j, DeploymentState::Failed).await;
+    eventually("the other 8 acked and j parked", || {
+        let m = metrics.snapshot();
+        m.acked == 8 && m.parked == 1
+    })
+    .await;
+    // k is delivered and held: neither back in the queue nor carried out.
+    assert_eq!(h.stats().await.ready, 0);
+    assert_eq!(h.record(&k).await.unwrap().state, DeploymentState::Queued);
+
+    first.kill().await;
+    // Only k was unsettled: it, and nothing else, goes back to the queue.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while h.stats().await.ready == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "k never came back");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_all_settled_but(&h, 1).await;
+
+    // k fails once more, then works (its hung delivery was attempt 1 of 3).
+    fake.with(|s| s.failpoints.insert(k.instance, Mode::FailsTimes(1)));
+    let second = h.start();
+    let deployed = h.wait_state(&k, DeploymentState::Deploying).await;
+    assert_eq!(deployed.route, Some(format!("fake-{}", k.instance)));
+    second.stop().await.unwrap();
+    assert_all_settled(&h).await;
+
+    let parked = h.queue.take_parked(10).await.unwrap();
+    assert_eq!(parked.len(), 1, "only j is parked: {parked:?}");
+    assert_eq!(parked[0].reason, DeadLetterReason::Rejected);
+    assert_eq!(parked[0].job().unwrap(), j);
+    fake.with(|s| {
+        let calls = |id| s.deploy_calls.iter().filter(|(i, _)| *i == id).count();
+        for job in &others {
+            assert_eq!(calls(job.instance), 1, "job {} deployed once", job.job_id);
+            assert_eq!(s.created.get(&job.instance), Some(&1));
+        }
+        assert_eq!(calls(k.instance), 3, "k: hung, failed, worked");
+        assert_eq!(s.created.get(&k.instance), Some(&1));
+        assert_eq!(calls(j.instance), 3, "j: the delivery limit");
+        assert!(!s.instances.contains_key(&j.instance));
+    });
+}
+
+/// Gives the broker time to requeue anything left unsettled, then checks that exactly `n` jobs
+/// are back in the queue.
+async fn assert_all_settled_but(h: &Harness, n: u32) {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(h.stats().await.ready, n, "jobs back in the queue");
 }

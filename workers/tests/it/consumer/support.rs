@@ -13,7 +13,7 @@ use fctf_core::runtime::{
     InstanceRef, InstanceRuntime, Observed, Placement, RuntimeError, RuntimeResult,
 };
 use fctf_core::store::{DeploymentRecord, DeploymentState, MemoryStore, Reservation, StateStore};
-use fctf_workers::consumer::{self, ConsumerError, ConsumerSettings};
+use fctf_workers::consumer::{self, ConsumerError, ConsumerMetrics, ConsumerSettings};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -25,6 +25,10 @@ pub enum Mode {
     Works,
     Unavailable,
     Rejected(String),
+    /// The deploy call never returns (until the consumer is killed).
+    Hangs,
+    /// `Unavailable` for this many more calls, then works.
+    FailsTimes(u32),
 }
 
 #[derive(Debug, Default)]
@@ -44,6 +48,8 @@ pub struct FakeState {
     pub in_progress_calls: u32,
     /// How long a deploy takes (inside the call, before the instance exists).
     pub deploy_delay: Duration,
+    /// Failpoints: what deploys of one instance answer, instead of `mode`.
+    pub failpoints: HashMap<InstanceId, Mode>,
 }
 
 /// A runtime that does what the test says and remembers everything.
@@ -72,12 +78,22 @@ impl InstanceRuntime for FakeRuntime {
     ) -> RuntimeResult<Placement> {
         let (mode, delay) = self.with(|s| {
             s.deploy_calls.push((id.instance, Instant::now()));
-            (s.mode.clone(), s.deploy_delay)
+            let mode = match s.failpoints.get_mut(&id.instance) {
+                Some(Mode::FailsTimes(0)) => Mode::Works,
+                Some(Mode::FailsTimes(n)) => {
+                    *n -= 1;
+                    Mode::Unavailable
+                }
+                Some(mode) => mode.clone(),
+                None => s.mode.clone(),
+            };
+            (mode, s.deploy_delay)
         });
         match mode {
-            Mode::Works => {}
+            Mode::Works | Mode::FailsTimes(_) => {}
             Mode::Unavailable => return Err(RuntimeError::Unavailable("API server down".into())),
             Mode::Rejected(m) => return Err(RuntimeError::Rejected(m)),
+            Mode::Hangs => std::future::pending::<()>().await,
         }
         tokio::time::sleep(delay).await;
         self.with(|s| {
@@ -205,12 +221,18 @@ impl Harness {
     }
 
     pub fn start(&self) -> Running {
+        self.start_counted(Arc::new(ConsumerMetrics::default()))
+    }
+
+    /// [`Self::start`], counting into `metrics`.
+    pub fn start_counted(&self, metrics: Arc<ConsumerMetrics>) -> Running {
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(consumer::run(
+        let handle = tokio::spawn(consumer::run_with_metrics(
             self.queue.clone(),
             self.store.clone(),
             self.runtime.clone(),
             self.settings.clone(),
+            metrics,
             async move {
                 let _ = stopped.await;
             },

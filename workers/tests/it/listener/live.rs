@@ -9,7 +9,7 @@ use fctf_core::clock;
 use fctf_core::db::tracking::TrackingRow;
 use fctf_core::db::{Database, ScratchDatabase};
 use fctf_core::ids::InstanceId;
-use fctf_core::runtime::{InstanceRef, Phase};
+use fctf_core::runtime::{InstanceRef, InstanceRuntime, Phase};
 use fctf_core::store::{
     DeploymentRecord, DeploymentState, MemoryStore, RedisStore, Reservation, StateStore,
     UpdateOutcome,
@@ -43,7 +43,7 @@ pub struct Backend {
 }
 
 impl Backend {
-    async fn memory_sqlite() -> Self {
+    pub async fn memory_sqlite() -> Self {
         let db = Database::connect("sqlite::memory:", 1).await.unwrap();
         db.migrate().await.unwrap();
         Self {
@@ -54,7 +54,7 @@ impl Backend {
     }
 
     /// Fails (never skips) when Redis or MariaDB does not answer.
-    async fn redis_mariadb(case: &str) -> Self {
+    pub async fn redis_mariadb(case: &str) -> Self {
         let prefix = format!("fctf-test:listener-{case}-{}:", InstanceId::new());
         let store = RedisStore::connect(&redis_url(), &prefix, Duration::from_secs(2))
             .await
@@ -70,15 +70,24 @@ impl Backend {
         }
     }
 
-    async fn finish(self) {
+    pub async fn finish(self) {
         if let Some(scratch) = self.scratch {
             scratch.drop_database().await.unwrap();
         }
     }
 
     fn listener(&self, runtime: &Arc<FakeRuntime>, contest_end: Option<u64>) -> Listener {
+        self.listener_on(runtime.clone(), contest_end)
+    }
+
+    /// A listener over any runtime.
+    pub fn listener_on(
+        &self,
+        runtime: Arc<dyn InstanceRuntime>,
+        contest_end: Option<u64>,
+    ) -> Listener {
         Listener::new(
-            runtime.clone(),
+            runtime,
             self.store.clone(),
             self.db.clone(),
             Arc::new(FixedContestWindow(contest_end)),
@@ -88,7 +97,7 @@ impl Backend {
 
     /// Reserves `id`'s slot and moves it to Deploying, as the Deployment Center and the
     /// consumer do.
-    async fn deploying(&self, id: InstanceRef) -> DeploymentRecord {
+    pub async fn deploying(&self, id: InstanceRef) -> DeploymentRecord {
         let fresh = DeploymentRecord {
             team: id.team,
             challenge: id.challenge,
@@ -124,7 +133,7 @@ impl Backend {
         }
     }
 
-    async fn record(&self, id: InstanceRef) -> Option<DeploymentRecord> {
+    pub async fn record(&self, id: InstanceRef) -> Option<DeploymentRecord> {
         self.store
             .get_deployment(id.team, id.challenge)
             .await
@@ -646,7 +655,7 @@ impl ChangeFeed for ChannelFeed {
 }
 
 /// Polls `check` every 20 ms for up to 10 s (a bound on a hang, not a speed assertion).
-async fn eventually<F, Fut>(mut check: F)
+pub async fn eventually<F, Fut>(mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
