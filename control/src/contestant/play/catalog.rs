@@ -201,7 +201,7 @@ pub fn challenge_fields(yml: &ChallengeYml, ids: &HashMap<String, i64>) -> Resul
 }
 
 /// The flags of `yml`, checked. Pure.
-pub fn flag_rows(yml: &ChallengeYml) -> Result<Vec<FlagRow>, String> {
+pub fn flag_rows(yml: &ChallengeYml) -> Result<Vec<FlagRow>, ApiError> {
     yml.flags
         .iter()
         .map(|f| {
@@ -217,10 +217,12 @@ pub fn flag_rows(yml: &ChallengeYml) -> Result<Vec<FlagRow>, String> {
                     data.clone().unwrap_or_default(),
                 ),
             };
-            let parsed =
-                FlagKind::parse(&kind).ok_or_else(|| format!("Unknown flag type {kind:?}."))?;
+            let parsed = FlagKind::parse(&kind)
+                .ok_or_else(|| ApiError::bad_request(format!("Unknown flag type {kind:?}.")))?;
             if !matches!(data.as_str(), "" | "case_insensitive") {
-                return Err(format!("Unknown flag data {data:?}."));
+                return Err(ApiError::bad_request(format!(
+                    "Unknown flag data {data:?}."
+                )));
             }
             FlagRule {
                 kind: parsed,
@@ -228,7 +230,12 @@ pub fn flag_rows(yml: &ChallengeYml) -> Result<Vec<FlagRow>, String> {
                 case_insensitive: data == "case_insensitive",
             }
             .validate()
-            .map_err(|e| format!("Invalid flag: {e}."))?;
+            .map_err(|e| {
+                ApiError::new(
+                    crate::error::ErrorKind::Unprocessable,
+                    format!("Invalid flag: {e}."),
+                )
+            })?;
             Ok(FlagRow {
                 id: 0,
                 challenge_id: 0,
@@ -265,13 +272,13 @@ async fn import(
         .map_err(|e| ApiError::bad_request(format!("Not a valid challenge.yml: {e}")))?;
     let ids = name_ids(&state).await?;
     let fields = challenge_fields(&yml, &ids).map_err(ApiError::bad_request)?;
-    let flags = flag_rows(&yml).map_err(ApiError::bad_request)?;
+    let flags = flag_rows(&yml)?;
     let existing = match ids.get(&yml.name) {
         Some(id) => records::challenge(&state.db, *id).await.map_err(db_error)?,
         None => None,
     };
     let base = existing.clone().unwrap_or_else(super::challenges::blank);
-    let mut challenge: Challenge = merge(&base, &fields).map_err(ApiError::bad_request)?;
+    let mut challenge: Challenge = merge(&base, &fields)?;
     if challenge.kind == "dynamic" {
         challenge.value = challenge.valuation().value(0);
     }

@@ -260,13 +260,37 @@ pub(crate) fn blank() -> Challenge {
     }
 }
 
+/// Why a challenge body was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChallengeError {
+    /// Not a JSON object of known fields, or a field's value is invalid by itself: 400.
+    #[error("{0}")]
+    Malformed(String),
+    /// Every field is valid, but together they break a rule (a dynamic challenge's minimum
+    /// above its initial value): 422.
+    #[error("{0}")]
+    Rule(String),
+}
+
+impl From<ChallengeError> for ApiError {
+    fn from(error: ChallengeError) -> Self {
+        match error {
+            ChallengeError::Malformed(message) => ApiError::bad_request(message),
+            ChallengeError::Rule(message) => {
+                ApiError::new(crate::error::ErrorKind::Unprocessable, message)
+            }
+        }
+    }
+}
+
 /// `base` with the fields of `patch` (a JSON object of [`Challenge`] fields) applied, checked.
-pub fn merge(base: &Challenge, patch: &Value) -> Result<Challenge, String> {
+pub fn merge(base: &Challenge, patch: &Value) -> Result<Challenge, ChallengeError> {
+    let malformed = |message: &str| ChallengeError::Malformed(message.to_owned());
     let Value::Object(patch) = patch else {
-        return Err("The body must be a JSON object.".to_owned());
+        return Err(malformed("The body must be a JSON object."));
     };
     let Ok(Value::Object(mut fields)) = serde_json::to_value(base) else {
-        return Err("unreadable challenge".to_owned());
+        return Err(malformed("unreadable challenge"));
     };
     for (key, value) in patch {
         let key = match key.as_str() {
@@ -275,7 +299,7 @@ pub fn merge(base: &Challenge, patch: &Value) -> Result<Challenge, String> {
             other => other,
         };
         if !fields.contains_key(key) {
-            return Err(format!("Unknown field {key:?}."));
+            return Err(ChallengeError::Malformed(format!("Unknown field {key:?}.")));
         }
         let value = match (key, value) {
             ("type", Value::String(s)) if s == "static" => Value::from("standard"),
@@ -287,14 +311,37 @@ pub fn merge(base: &Challenge, patch: &Value) -> Result<Challenge, String> {
         fields.insert(key.to_owned(), value);
     }
     let mut next: Challenge = serde_json::from_value(Value::Object(fields))
-        .map_err(|e| format!("Invalid field: {e}."))?;
+        .map_err(|e| ChallengeError::Malformed(format!("Invalid field: {e}.")))?;
     next.id = base.id;
     check(&mut next)?;
     Ok(next)
 }
 
 /// The rules of a stored challenge.
-fn check(c: &mut Challenge) -> Result<(), String> {
+fn check(c: &mut Challenge) -> Result<(), ChallengeError> {
+    check_fields(c).map_err(ChallengeError::Malformed)?;
+    if c.kind == "dynamic" {
+        let initial = c.initial.unwrap_or(c.value);
+        let minimum = c.minimum.unwrap_or(0);
+        if minimum < 0 || c.decay.unwrap_or(0) < 0 {
+            return Err(ChallengeError::Malformed(
+                "A dynamic challenge needs minimum >= 0 and decay >= 0.".to_owned(),
+            ));
+        }
+        if initial < minimum {
+            return Err(ChallengeError::Rule(
+                "A dynamic challenge needs minimum <= initial.".to_owned(),
+            ));
+        }
+        c.initial = Some(initial);
+        c.minimum = Some(minimum);
+        c.decay = Some(c.decay.unwrap_or(0));
+    }
+    Ok(())
+}
+
+/// The rules of one field at a time.
+fn check_fields(c: &mut Challenge) -> Result<(), String> {
     let name_len = c.name.trim().chars().count();
     if name_len == 0 || name_len > 255 || c.category.chars().count() > 255 {
         return Err("The name must be 1-255 characters and the category at most 255.".to_owned());
@@ -307,18 +354,6 @@ fn check(c: &mut Challenge) -> Result<(), String> {
     }
     if !matches!(c.function.as_str(), "linear" | "logarithmic") {
         return Err("The function must be \"linear\" or \"logarithmic\".".to_owned());
-    }
-    if c.kind == "dynamic" {
-        let initial = c.initial.unwrap_or(c.value);
-        let minimum = c.minimum.unwrap_or(0);
-        if minimum < 0 || initial < minimum || c.decay.unwrap_or(0) < 0 {
-            return Err(
-                "A dynamic challenge needs 0 <= minimum <= initial and decay >= 0.".to_owned(),
-            );
-        }
-        c.initial = Some(initial);
-        c.minimum = Some(minimum);
-        c.decay = Some(c.decay.unwrap_or(0));
     }
     if c.value < 0 || c.max_attempts < 0 || c.cooldown_secs < 0 || c.first_blood_bonus < 0 {
         return Err(
@@ -374,7 +409,7 @@ async fn create(
     _admin: AdminCaller,
     Body(body): Body<Value>,
 ) -> ApiResult<Response> {
-    let c = merge(&blank(), &body).map_err(ApiError::bad_request)?;
+    let c = merge(&blank(), &body)?;
     let c = save(&state, c).await?;
     Ok(ok(c))
 }
@@ -391,7 +426,7 @@ async fn update(
         .await
         .map_err(db_error)?
         .ok_or_else(|| ApiError::not_found("No such challenge."))?;
-    let c = merge(&base, &body).map_err(ApiError::bad_request)?;
+    let c = merge(&base, &body)?;
     let c = save(&state, c).await?;
     Ok(ok(c))
 }
@@ -447,7 +482,14 @@ fn apply_flag(base: FlagRow, body: FlagBody) -> Result<FlagRow, ApiError> {
         case_insensitive: flag.data == "case_insensitive",
     }
     .validate()
-    .map_err(|e| ApiError::bad_request(format!("Invalid flag: {e}.")))?;
+    .map_err(|e| {
+        // Well-formed, but its content breaks the rule of its type (a regex that does not
+        // compile, an empty flag).
+        ApiError::new(
+            crate::error::ErrorKind::Unprocessable,
+            format!("Invalid flag: {e}."),
+        )
+    })?;
     Ok(flag)
 }
 
@@ -725,13 +767,21 @@ mod tests {
         assert!(c.has_instance());
         assert!(merge(&blank(), &json!({"name": "x", "bogus": 1})).is_err());
         assert!(merge(&blank(), &json!({"name": ""})).is_err());
-        assert!(
+        // Each field valid, together not: a rule (422), not a malformed body (400).
+        assert!(matches!(
             merge(
                 &blank(),
                 &json!({"name": "x", "type": "dynamic", "initial": 10, "minimum": 20})
-            )
-            .is_err()
-        );
+            ),
+            Err(ChallengeError::Rule(_))
+        ));
+        assert!(matches!(
+            merge(
+                &blank(),
+                &json!({"name": "x", "type": "dynamic", "minimum": -1})
+            ),
+            Err(ChallengeError::Malformed(_))
+        ));
         assert!(merge(&blank(), &json!({"name": "x", "protocol": "udp"})).is_err());
         assert_eq!(
             merge(&blank(), &json!({"name": "x", "type": "static"}))

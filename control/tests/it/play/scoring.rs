@@ -231,8 +231,32 @@ async fn regex_and_case_insensitive_flags_match_as_documented() {
                 Some(json!({"challenge": re, "type": "regex", "content": bad})),
             )
             .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{answer}");
+        // A well-formed body whose content breaks the regex rules: 422, not 400.
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{answer}");
         assert_eq!(answer["success"], false);
+        assert_eq!(answer["error"], "unprocessable", "{answer}");
+    }
+    // Each field valid, together not (minimum above initial): 422 as well; a field invalid by
+    // itself stays 400.
+    for (body, status) in [
+        (
+            json!({"name": "dyn", "type": "dynamic", "initial": 100, "minimum": 200}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            json!({"name": "dyn", "type": "dynamic", "initial": 100, "minimum": -1}),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (s, answer) = env
+            .call(
+                Method::POST,
+                "/api/v1/challenges",
+                Some(&env.admin),
+                Some(body),
+            )
+            .await;
+        assert_eq!(s, status, "{answer}");
     }
     env.finish().await;
 }
