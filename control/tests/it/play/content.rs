@@ -148,12 +148,17 @@ async fn admin_routes_refuse_players_and_bad_input_in_the_one_error_shape() {
         .call(Method::GET, "/api/v1/challenges", None, None)
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    for body in [
-        json!({"name": "x", "unknown_field": 1}),
-        json!({"name": ""}),
-        json!({"name": "x", "type": "dynamic", "initial": 10, "minimum": 50}),
-        json!({"name": "x", "value": "many"}),
-        json!([1, 2]),
+    for (body, status, kind) in [
+        (json!({"name": "x", "unknown_field": 1}), 400, "bad_request"),
+        (json!({"name": ""}), 400, "bad_request"),
+        (json!({"name": "x", "value": "many"}), 400, "bad_request"),
+        (json!([1, 2]), 400, "bad_request"),
+        // Each field valid, together not: a rule.
+        (
+            json!({"name": "x", "type": "dynamic", "initial": 10, "minimum": 50}),
+            422,
+            "unprocessable",
+        ),
     ] {
         let (s, answer) = env
             .call(
@@ -163,8 +168,8 @@ async fn admin_routes_refuse_players_and_bad_input_in_the_one_error_shape() {
                 Some(body.clone()),
             )
             .await;
-        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {answer}");
-        assert_eq!(answer["error"], "bad_request");
+        assert_eq!(s.as_u16(), status, "{body}: {answer}");
+        assert_eq!(answer["error"], kind);
     }
     for uri in [
         "/api/v1/challenges/abc",
@@ -400,10 +405,12 @@ async fn ctfcli_challenge_yml_imports_exports_and_reimports() {
         .await,
         2
     );
-    // Not YAML, or a challenge.yml with a broken flag: 400.
+    // Not YAML: 400; a challenge.yml whose regex flag does not compile: 422.
     let (s, _) = post_yaml(&env, "name: [unclosed").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (s, _) = post_yaml(&env, "name: Bad\nflags:\n  - {type: regex, content: '('}\n").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+    let (s, _) = post_yaml(&env, "name: Bad\nflags:\n  - {type: nope, content: x}\n").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     env.finish().await;
 }
