@@ -16,11 +16,18 @@
 # they closed. Each session costs the gateway two descriptors: IDLE_SESSIONS is lowered to what
 # the open-file limit allows (with a warning) when it cannot be raised far enough.
 # MODES picks the measurements (`MODES=idle`: the memory only, from a fresh gateway).
+# MODES=profile (alone): the gateway under valgrind's callgrind instead, WARMUP_SECS of connrate
+# load, counters zeroed, PROFILE_SECS more; prints instructions per connection (every thread of
+# the process), by owner of the code and by function (profile_summary.py), and Redis commands per
+# connection (INFO commandstats of the private Redis across the window). Instruction counts do
+# not depend on what else runs on the machine: use them to compare code changes.
 # Reported: medians over rounds, as ratios to NGINX (bulk) and HAProxy (connection rate).
 #
 # Settings (environment): SECS=10 ROUNDS=3 MODES="bulk connrate idle" TARGETS="direct nginx haproxy gw" BULK_CONNS=4
 # CONCURRENCY=32 IDLE_SESSIONS=10000 IDLE_SECS=5 PROXY_CPU=0 LOAD_CPU=1 PORT_BASE=19080 INSTALL=1
 # BUILD=1 KEEP_WORKDIR=0 RESULTS_OUT=/tmp/fctf-gwbench-tcp-results.tsv
+# Profile mode: WARMUP_SECS=3 PROFILE_SECS=10 PROFILE_CONCURRENCY=8 TOP=40 PROFILE_OUT= (copy of
+# the callgrind output).
 set -euo pipefail
 
 SECS=${SECS:-10}
@@ -39,6 +46,11 @@ INSTALL_OHA=0
 BUILD=${BUILD:-1}
 KEEP_WORKDIR=${KEEP_WORKDIR:-0}
 RESULTS_OUT=${RESULTS_OUT:-/tmp/fctf-gwbench-tcp-results.tsv}
+WARMUP_SECS=${WARMUP_SECS:-3}
+PROFILE_SECS=${PROFILE_SECS:-10}
+PROFILE_CONCURRENCY=${PROFILE_CONCURRENCY:-8}
+TOP=${TOP:-40}
+PROFILE_OUT=${PROFILE_OUT:-}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
@@ -159,8 +171,20 @@ start_servers() {
     taskset -c "$LOAD_CPU" "$GW_SEED" --redis-url "redis://127.0.0.1:$REDIS_PORT" \
         --key-prefix "fctfbench:tcp:" --team "$TEAM" --challenge "$CHALLENGE" \
         --instance "$instance" --route "127.0.0.1:$BACKEND_PORT" >>"$WORK/seed.log" || die "seeding failed"
-    start gw "$PROXY_CPU" INT "${GATEWAY_CMD[@]}" -c "$WORK/gw.toml"
-    wait_port "$GW_TCP" "$STARTED_PID" || die "gateway did not start ($WORK/gw.log)"
+    if [[ " $MODES " == *" profile "* ]]; then
+        # Not pinned: valgrind runs the guest's threads one at a time anyway.
+        start gw "0-1" INT valgrind --tool=callgrind --dump-instr=no \
+            --callgrind-out-file="$WORK/callgrind.out" "${GATEWAY_CMD[@]}" -c "$WORK/gw.toml"
+        for _ in $(seq 120); do
+            port_free "$GW_TCP" || break
+            kill -0 "$STARTED_PID" 2>/dev/null || die "gateway died ($WORK/gw.log)"
+            sleep 0.5
+        done
+        port_free "$GW_TCP" && die "gateway did not listen in 60 s"
+    else
+        start gw "$PROXY_CPU" INT "${GATEWAY_CMD[@]}" -c "$WORK/gw.toml"
+        wait_port "$GW_TCP" "$STARTED_PID" || die "gateway did not start ($WORK/gw.log)"
+    fi
     ADDR[gw]=127.0.0.1:$GW_TCP
     PROXY_PID[gw]=$STARTED_PID
 }
@@ -172,7 +196,9 @@ measure() {
     local mode=$1 target=$2 round=$3 pid=${PROXY_PID[$2]:-} out=$WORK/$1-$2-$3.out
     local -a extra
     mapfile -t extra < <(token_args "$target")
-    local ticks0=0 ticks1=0 busy0 total0 busy1 total1
+    local ticks0=0 ticks1=0 busy0 total0 busy1 total1 r0 e0=0 r1 e1=0
+    # The gateway's round trips to Redis (scripts) during the run.
+    [[ $target != gw ]] || read -r r0 e0 < <(redis_calls)
     [[ -z $pid ]] || ticks0=$(cpu_ticks "$pid")
     read -r busy0 total0 < <(cpu_jiffies "$PROXY_CPU")
     if [[ $mode == bulk ]]; then
@@ -182,11 +208,13 @@ measure() {
     fi
     [[ -z $pid ]] || ticks1=$(cpu_ticks "$pid")
     read -r busy1 total1 < <(cpu_jiffies "$PROXY_CPU")
+    # Releases wait a little to be gathered: let them land before counting.
+    [[ $target != gw ]] || { sleep 0.5; read -r r1 e1 < <(redis_calls); }
     local busy cpu_s line
     busy=$(awk -v b="$((busy1 - busy0))" -v t="$((total1 - total0))" 'BEGIN { printf "%.3f", t ? b / t : 0 }')
     cpu_s=$(awk -v d="$((ticks1 - ticks0))" -v hz="$CLK_TCK" 'BEGIN { printf "%.4f", d / hz }')
     line=$(grep '^FCTF_TCP_' "$out") || die "no result in $out"
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$target" "$round" "$cpu_s" "$busy" "$line" >>"$RESULTS"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$target" "$round" "$cpu_s" "$busy" "$line" "$((e1 - e0))" >>"$RESULTS"
     log "$mode $target round $round: $line cpu=${cpu_s}s core$PROXY_CPU-busy=$busy"
 }
 
@@ -216,6 +244,57 @@ measure_idle() {
     log "idle: gateway RSS ${before} KiB before, ${during} KiB with $(grep '^FCTF_TCP_IDLE' "$out"), ${after} KiB after they closed"
 }
 
+# gw_metric NAME: a counter of the gateway's /metrics (no labels).
+gw_metric() {
+    curl -sS "http://127.0.0.1:$GW_ADMIN/metrics" | awk -v m="$1" '$1 == m { print $2 }'
+}
+
+# redis_calls: commands the private Redis has served so far (INFO commandstats, INFO itself not
+# counted), as "total evalsha".
+redis_calls() {
+    redis-cli -p "$REDIS_PORT" INFO commandstats | tr -d '\r' | awk -F'[:=,]' '
+        /^cmdstat_/ && $1 != "cmdstat_info" { total += $3 }
+        $1 == "cmdstat_evalsha" { eval = $3 }
+        END { print total + 0, eval + 0 }'
+}
+
+measure_profile() {
+    command -v valgrind >/dev/null && command -v callgrind_annotate >/dev/null ||
+        die "needs valgrind (apt-get install valgrind)"
+    local pid=${PROXY_PID[gw]} s0 s1 r0 e0 r1 e1 dump
+    log "profile: warm-up ${WARMUP_SECS}s (pools, caches, batches), not measured"
+    load "$WORK/warmup.out" "$GW_TCP_LOAD" connrate --target "${ADDR[gw]}" \
+        --concurrency "$PROFILE_CONCURRENCY" --secs "$WARMUP_SECS" --token "$TOKEN"
+    # Let the warm-up's sessions end and their leases be released.
+    sleep 2
+    callgrind_control -z "$pid" >/dev/null || die "callgrind_control -z failed"
+    s0=$(gw_metric fctf_gateway_tcp_sessions_total)
+    read -r r0 e0 < <(redis_calls)
+    load "$WORK/profile-load.out" "$GW_TCP_LOAD" connrate --target "${ADDR[gw]}" \
+        --concurrency "$PROFILE_CONCURRENCY" --secs "$PROFILE_SECS" --token "$TOKEN"
+    sleep 2
+    callgrind_control -d "$pid" >/dev/null || die "callgrind_control -d failed"
+    s1=$(gw_metric fctf_gateway_tcp_sessions_total)
+    read -r r1 e1 < <(redis_calls)
+    sleep 1
+    dump=$(find "$WORK" -name 'callgrind.out*' -newer "$WORK/profile-load.out" | sort | head -1)
+    [[ -n $dump ]] || die "no callgrind dump in $WORK"
+    [[ -z $PROFILE_OUT ]] || cp "$dump" "$PROFILE_OUT"
+    local conns=$((s1 - s0))
+    log "profile: $conns sessions measured ($(grep '^FCTF_TCP_' "$WORK/profile-load.out")); $dump"
+    echo
+    echo "Redis round trips (EVALSHA) per connection: $(awk -v e=$((e1 - e0)) -v n="$conns" \
+        'BEGIN { printf "%.3f", e / n }'); commands Redis ran, inside the scripts included: $(awk \
+        -v r=$((r1 - r0)) -v n="$conns" 'BEGIN { printf "%.1f", r / n }') ($conns connections,
+concurrency $PROFILE_CONCURRENCY; the gateway runs ~50x slower under valgrind, so more asks
+gather per call than at full speed)"
+    echo
+    callgrind_annotate --auto=no --inclusive=no --threshold=100 "$dump" >"$WORK/self.txt"
+    callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$dump" >"$WORK/incl.txt"
+    python3 "$HERE/profile_summary.py" "$WORK/self.txt" "$WORK/incl.txt" "$conns" "$TOP" |
+        sed 's/per request/per connection/g; s/instr\/request/instr\/conn/g; s/ requests)/ connections)/g'
+}
+
 summarize() {
     python3 - "$RESULTS" "$TARGETS" "$BULK_CONNS" "$CONCURRENCY" <<'PY'
 import re, statistics, sys
@@ -230,7 +309,8 @@ for r in rows:
         bulk.setdefault(r[1], []).append((float(m["gbit_per_s"]), float(r[3]) / gib if gib else 0, float(r[4])))
     elif r[0] == "connrate":
         m = kv(r[5]); n = float(m["conns"])
-        conn.setdefault(r[1], []).append((float(m["per_s"]), float(r[3]) * 1e6 / n if n else 0, int(m["p50_us"]), int(m["p99_us"]), int(m["errors"]), float(r[4])))
+        evals = int(r[6]) if len(r) > 6 and r[6] else 0
+        conn.setdefault(r[1], []).append((float(m["per_s"]), float(r[3]) * 1e6 / n if n else 0, int(m["p50_us"]), int(m["p99_us"]), int(m["errors"]), float(r[4]), evals / n if n else 0))
     elif r[0] == "idle":
         idle = (int(r[3]), int(r[4]), kv(r[5]), int(r[6]) if len(r) > 6 else None)
 med = lambda xs: statistics.median(xs)
@@ -245,8 +325,8 @@ for t in targets:
     cpu = "-" if t == "direct" else f"{c:.3f}"
     print(f"| {t} | {g:.2f} | {ratio} | {cpu} | {b:.2f} |")
 print(f"\nConnection rate ({conc} concurrent loops; connect, token line for the gateway, ping/pong, close), medians:\n")
-print("| target | conn/s | x HAProxy | proxy CPU us per conn | p50 us | p99 us | errors | core 0 busy |")
-print("|---|---|---|---|---|---|---|---|")
+print("| target | conn/s | x HAProxy | proxy CPU us per conn | p50 us | p99 us | errors | core 0 busy | Redis calls per conn |")
+print("|---|---|---|---|---|---|---|---|---|")
 ref = med([x[0] for x in conn.get("haproxy", [(0,)])]) or None
 for t in targets:
     if t not in conn: continue
@@ -254,7 +334,8 @@ for t in targets:
     r = med([x[0] for x in xs])
     ratio = f"{r/ref:.2f}x" if ref else "-"
     cpu = "-" if t == "direct" else f"{med([x[1] for x in xs]):.1f}"
-    print(f"| {t} | {r:.0f} | {ratio} | {cpu} | {med([x[2] for x in xs]):.0f} | {med([x[3] for x in xs]):.0f} | {sum(x[4] for x in xs)} | {med([x[5] for x in xs]):.2f} |")
+    calls = f"{med([x[6] for x in xs]):.2f}" if t == "gw" else "-"
+    print(f"| {t} | {r:.0f} | {ratio} | {cpu} | {med([x[2] for x in xs]):.0f} | {med([x[3] for x in xs]):.0f} | {sum(x[4] for x in xs)} | {med([x[5] for x in xs]):.2f} | {calls} |")
 if idle:
     before, during, m, after = idle
     n = int(m.get("opened", 0))
@@ -276,6 +357,15 @@ main() {
     write_configs
     start_servers
     : >"$RESULTS"
+    if [[ " $MODES " == *" profile "* ]]; then
+        log "load: $(uptime)"
+        {
+            echo
+            echo "## Challenge Gateway TCP profile, $(date -u +%Y-%m-%dT%H:%MZ)"
+            measure_profile
+        }
+        return
+    fi
     local round target
     for round in $(seq "$ROUNDS"); do
         if [[ " $MODES " == *" bulk "* ]]; then

@@ -12,27 +12,29 @@
 //! player when that is on. The relay forwards half-closes and ends when both directions are
 //! done, at token expiry, when the instance stops being the live one, or at shutdown.
 
+mod leases;
+mod relay;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use fctf_core::store::{LeaseOutcome, LeaseScope, RateLimit, StateStore};
+use fctf_core::store::{LeaseScope, RateLimit};
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use std::pin::Pin;
-use std::task::Poll;
+use tokio::io::AsyncWriteExt;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-
+use self::leases::{Held, LeaseBook, StoreLease, Taken};
+use self::relay::relay;
 use crate::access;
 use crate::admin::Histogram;
-use crate::admission::{Admission, Grant, Refusal, client_key};
+use crate::admission::{Admission, ClientKey, Grant, Refusal};
 use crate::proxy_protocol;
 use crate::resolve::Resolver;
-use crate::tcp_line::{LineError, read_token_line};
+use crate::tcp_line::{LineError, TokenLine, read_token_line};
 
 /// The prompt sent on connect.
 pub const PROMPT: &[u8] = b"token: ";
@@ -41,17 +43,9 @@ pub const PROMPT: &[u8] = b"token: ";
 pub const GRANTED: &[u8] = b"access granted\n";
 
 /// How long a connection lease lives without renewal by default: a gateway that dies leaks its
-/// leases for at most this long. Sessions renew theirs every third of it.
+/// leases for at most this long. The gateway renews every live session's leases every third of
+/// it, all together ([`leases`]).
 pub const LEASE_TTL: Duration = Duration::from_secs(30);
-
-/// What one direction of a relay reads into while it waits for data: all an idle session holds
-/// (it lives in the session's future), so 10,000 idle sessions cost a few MiB, not the 320 MiB
-/// of two 16 KiB buffers each.
-const RELAY_SMALL: usize = 512;
-
-/// What a direction reads into while data keeps arriving: allocated when a read fills the small
-/// buffer, and freed as soon as a read would wait.
-const RELAY_LARGE: usize = 16 * 1024;
 
 /// Connection caps, each counted by leases in the store.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -182,7 +176,8 @@ pub struct TcpGateway {
     resolver: Resolver,
     settings: TcpSettings,
     counters: Arc<TcpCounters>,
-    next_holder: AtomicU64,
+    /// The store leases of every live session.
+    leases: Arc<LeaseBook>,
     local_caps: Arc<LocalCaps>,
     drain: Duration,
 }
@@ -190,12 +185,20 @@ pub struct TcpGateway {
 impl TcpGateway {
     /// A gateway admitting connections with `admission`.
     pub fn new(admission: Arc<Admission>, settings: TcpSettings) -> Self {
+        let counters = Arc::<TcpCounters>::default();
+        let leases = Arc::new(LeaseBook::new(
+            admission.store().clone(),
+            settings.gateway_id.clone(),
+            settings.lease_ttl,
+            settings.caps,
+            counters.clone(),
+        ));
         TcpGateway {
             admission,
             resolver: Resolver::new(),
             settings,
-            counters: Arc::default(),
-            next_holder: AtomicU64::new(0),
+            counters,
+            leases,
             local_caps: Arc::default(),
             drain: Duration::ZERO,
         }
@@ -226,15 +229,16 @@ impl TcpGateway {
             .ok_or(Denied::Silent)?;
         let client = peer.ip().to_canonical();
         log.client = Some(client);
-        let client_key = client_key(client);
+        let client_key = ClientKey::from(client);
         // Connect-time checks close without a word, as the original: a flood learns nothing
         // and costs one accept.
-        let attempt_name = format!("gw:tcp:att:{client_key}");
-        if let Err(refusal) = self
+        let attempt_name = leases::named("gw:tcp:att:", client_key);
+        let attempt = self
             .admission
             .limit(&attempt_name, self.settings.attempts)
-            .await
-        {
+            .await;
+        drop(attempt_name);
+        if let Err(refusal) = attempt {
             if matches!(refusal, Refusal::Limited { .. }) {
                 self.counters
                     .refused_attempts
@@ -245,8 +249,8 @@ impl TcpGateway {
             }
             return Err(Denied::Silent);
         }
-        let mut leases = match self.take_connect_leases(&client_key).await {
-            Ok(leases) => leases,
+        let connect_place = match self.take_connect_leases(client_key).await {
+            Ok(place) => place,
             Err(refusal) => {
                 self.count_refusal(refusal);
                 log.reason = refusal.kind();
@@ -254,8 +258,11 @@ impl TcpGateway {
             }
         };
         write_flush(&mut io, PROMPT).await?;
-        let line = match tokio::time::timeout(self.settings.auth_timeout, read_token_line(&mut io))
-            .await
+        let TokenLine { token, early } = match tokio::time::timeout(
+            self.settings.auth_timeout,
+            read_token_line(&mut io),
+        )
+        .await
         {
             Ok(Ok(line)) => line,
             Ok(Err(LineError::TooLong)) => {
@@ -276,7 +283,10 @@ impl TcpGateway {
             }
         };
         let now = fctf_core::clock::unix_now_secs();
-        let grant = match self.admission.verify(&line.token, now) {
+        let verified = self.admission.verify(&token, now);
+        // Not kept for the session: an idle session holds as little as it can.
+        drop(token);
+        let grant = match verified {
             Ok(grant) => grant,
             Err(refusal) => {
                 log.reason = refusal.kind();
@@ -288,11 +298,14 @@ impl TcpGateway {
             log.reason = refusal.kind();
             return Err(deny_refusal(&mut io, refusal).await);
         }
-        if let Err(refusal) = self.take_token_lease(&mut leases, &grant.digest).await {
-            self.count_refusal(refusal);
-            log.reason = refusal.kind();
-            return Err(deny(&mut io, refusal.reason()).await);
-        }
+        let token_place = match self.take_token_lease(&grant.digest).await {
+            Ok(place) => place,
+            Err(refusal) => {
+                self.count_refusal(refusal);
+                log.reason = refusal.kind();
+                return Err(deny(&mut io, refusal.reason()).await);
+            }
+        };
         let Some(addr) = self.resolver.resolve(&grant.upstream).await else {
             log.reason = "unresolved";
             return Err(deny(&mut io, "challenge instance unreachable").await);
@@ -324,23 +337,22 @@ impl TcpGateway {
             }
         }
         write_flush(&mut io, GRANTED).await?;
-        if !line.early.is_empty() {
+        if !early.is_empty() {
             upstream
-                .write_all(&line.early)
+                .write_all(&early)
                 .await
                 .map_err(|_| Denied::Silent)?;
         }
+        drop(early);
 
         self.counters.sessions.fetch_add(1, Ordering::Relaxed);
         self.counters
             .active_sessions
             .fetch_add(1, Ordering::Relaxed);
-        let expires_in = Duration::from_secs(grant.secs_left(fctf_core::clock::unix_now_secs()));
         let mut shutdown = shutdown.clone();
         log.reason = tokio::select! {
             _ = relay(&mut io, &mut upstream) => "ended",
-            _ = tokio::time::sleep(expires_in) => "token_expired",
-            _ = self.admission.until_not_live(&grant, self.settings.liveness_recheck) => "instance_stopped",
+            ended = self.watch(&grant) => ended,
             _ = async {
                 // Err: the server is gone; end now.
                 if shutdown.wait_for(|stop| *stop).await.is_ok() {
@@ -351,8 +363,31 @@ impl TcpGateway {
         self.counters
             .active_sessions
             .fetch_sub(1, Ordering::Relaxed);
-        drop(leases);
+        drop((connect_place, token_place));
         Ok(())
+    }
+
+    /// Returns why a live session must end: its token expired, or its instance is no longer the
+    /// live one (looked at every `liveness_recheck`, through the liveness cache). One timer for
+    /// both.
+    async fn watch(&self, grant: &Grant) -> &'static str {
+        let now = fctf_core::clock::unix_now_secs();
+        let expires = tokio::time::Instant::now() + Duration::from_secs(grant.secs_left(now));
+        let every = self.settings.liveness_recheck;
+        loop {
+            let next = if every.is_zero() {
+                expires
+            } else {
+                (tokio::time::Instant::now() + every).min(expires)
+            };
+            tokio::time::sleep_until(next).await;
+            if tokio::time::Instant::now() >= expires {
+                return "token_expired";
+            }
+            if !self.admission.still_live(grant).await {
+                return "instance_stopped";
+            }
+        }
     }
 
     fn count_refusal(&self, refusal: LeaseRefusal) {
@@ -363,75 +398,31 @@ impl TcpGateway {
 
     /// The connection's leases in the global scope and its address's, taken together (both or
     /// neither) before the prompt.
-    async fn take_connect_leases(&self, client_key: &str) -> Result<SessionLeases, LeaseRefusal> {
-        let caps = self.settings.caps;
-        let ip_key = format!("gw:tcp:ip:{client_key}");
-        let scopes = [
-            LeaseScope {
-                key: GLOBAL_KEY,
-                cap: caps.global,
-            },
-            LeaseScope {
-                key: &ip_key,
-                cap: caps.per_ip,
-            },
-        ];
-        let mut leases = SessionLeases {
-            holder: format!(
-                "{}:{}",
-                self.settings.gateway_id,
-                self.next_holder.fetch_add(1, Ordering::Relaxed)
-            ),
-            store: None,
-            local: Vec::new(),
+    async fn take_connect_leases(&self, client: ClientKey) -> Result<Place, LeaseRefusal> {
+        let held = Held {
+            connect: Some(client),
+            token: None,
         };
-        self.acquire(&mut leases, &scopes, &[CapScope::Global, CapScope::Ip])
-            .await?;
-        Ok(leases)
+        self.acquire(held, &[CapScope::Global, CapScope::Ip]).await
     }
 
-    /// Adds the lease in the token's scope to a connection's leases.
-    async fn take_token_lease(
-        &self,
-        leases: &mut SessionLeases,
-        digest: &str,
-    ) -> Result<(), LeaseRefusal> {
-        let key = format!("gw:tcp:tok:{digest}");
-        let scopes = [LeaseScope {
-            key: &key,
-            cap: self.settings.caps.per_token,
-        }];
-        self.acquire(leases, &scopes, &[CapScope::Token]).await
+    /// The connection's lease in its token's scope.
+    async fn take_token_lease(&self, digest: &Arc<str>) -> Result<Place, LeaseRefusal> {
+        let held = Held {
+            connect: None,
+            token: Some(digest.clone()),
+        };
+        self.acquire(held, &[CapScope::Token]).await
     }
 
-    /// Takes a lease in every one of `scopes` (named `names`) for `leases`' holder, or in none:
-    /// in the store, or in this gateway's own counts while the store is unreachable.
-    async fn acquire(
-        &self,
-        leases: &mut SessionLeases,
-        scopes: &[LeaseScope<'_>],
-        names: &[CapScope],
-    ) -> Result<(), LeaseRefusal> {
-        let store = self.admission.store();
-        let ttl = self.settings.lease_ttl;
-        match store.lease_acquire(scopes, &leases.holder, ttl).await {
-            Ok(LeaseOutcome::Acquired) => {
-                let taken = scopes.iter().map(|s| (s.key.to_owned(), s.cap));
-                match &mut leases.store {
-                    Some(lease) => lease.extend(taken),
-                    None => {
-                        leases.store = Some(Lease::start(
-                            store.clone(),
-                            taken.collect(),
-                            leases.holder.clone(),
-                            ttl,
-                            self.counters.clone(),
-                        ));
-                    }
-                }
-                Ok(())
-            }
-            Ok(LeaseOutcome::Full { scope, .. }) => Err(LeaseRefusal::Full(names[scope])),
+    /// Takes a lease in every one of `scopes`' scopes (named `names`, in [`Held::scopes`]
+    /// order), or in none: in the store, or in this gateway's own counts while the store is
+    /// unreachable.
+    async fn acquire(&self, scopes: Held, names: &[CapScope]) -> Result<Place, LeaseRefusal> {
+        let full = |i: usize| LeaseRefusal::Full(names.get(i).copied().unwrap_or(CapScope::Global));
+        match self.leases.acquire(scopes.clone()).await {
+            Ok(Taken::Lease(lease)) => Ok(Place::Store(lease)),
+            Ok(Taken::Full { scope }) => Err(full(scope)),
             Err(error) => {
                 self.admission
                     .counters()
@@ -441,30 +432,25 @@ impl TcpGateway {
                 if self.admission.fails_closed() {
                     return Err(LeaseRefusal::StoreDown);
                 }
-                let local = self
-                    .local_caps
-                    .acquire(scopes)
-                    .map_err(|i| LeaseRefusal::Full(names[i]))?;
-                leases.local.push(local);
-                Ok(())
+                let keys = scopes.scopes(self.settings.caps);
+                let caps: Vec<LeaseScope<'_>> = keys
+                    .iter()
+                    .map(|(key, cap)| LeaseScope { key, cap: *cap })
+                    .collect();
+                let local = self.local_caps.acquire(&caps).map_err(full)?;
+                Ok(Place::Local(local))
             }
         }
     }
 }
 
-/// The store key of the global scope.
-const GLOBAL_KEY: &str = "gw:tcp:all";
-
-/// What holds a session's places under the caps; dropping it frees them.
+/// A place a session holds under the caps (in some scopes); dropping it frees it.
 #[derive(Debug)]
-struct SessionLeases {
-    /// The session's name in the store's leases.
-    holder: String,
-    /// Leases in the store, shared by every gateway.
-    store: Option<Lease>,
-    /// This gateway's own counts, taken while the store was unreachable (held for their Drop,
-    /// which uncounts them).
-    local: Vec<LocalLease>,
+enum Place {
+    /// Leases in the store, shared by every gateway (renewed, then released, by the book).
+    Store(#[allow(dead_code)] StoreLease),
+    /// This gateway's own counts, taken while the store was unreachable (uncounted on drop).
+    Local(#[allow(dead_code)] LocalLease),
 }
 
 #[async_trait]
@@ -545,74 +531,6 @@ impl From<std::io::Error> for Denied {
     }
 }
 
-/// Relays `a` and `b` both ways until both directions have ended (an end of stream is passed on
-/// as a half-close) or either fails.
-async fn relay<A, B>(a: &mut A, b: &mut B) -> std::io::Result<()>
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let (a_read, a_write) = tokio::io::split(a);
-    let (b_read, b_write) = tokio::io::split(b);
-    tokio::try_join!(pump(a_read, b_write), pump(b_read, a_write))?;
-    Ok(())
-}
-
-/// Copies `from` to `to` until `from` ends, then shuts `to`'s write side down. Waits for data
-/// with only [`RELAY_SMALL`] bytes of buffer (in the future itself); a read that fills it means
-/// more is coming, and a [`RELAY_LARGE`] buffer is used until a read would wait, then freed.
-async fn pump<R, W>(mut from: R, mut to: W) -> std::io::Result<()>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut small = [0u8; RELAY_SMALL];
-    loop {
-        let n = from.read(&mut small).await?;
-        if n == 0 {
-            break;
-        }
-        to.write_all(&small[..n]).await?;
-        let mut ended = false;
-        if n == RELAY_SMALL {
-            let mut large = vec![0u8; RELAY_LARGE];
-            // Reads that find data at once; `None` once one would wait.
-            while let Some(read) = try_read(&mut from, &mut large).await {
-                match read? {
-                    0 => {
-                        ended = true;
-                        break;
-                    }
-                    n => to.write_all(&large[..n]).await?,
-                }
-            }
-        }
-        // Pingora's streams may buffer writes: what was relayed must go out before waiting.
-        to.flush().await?;
-        if ended {
-            break;
-        }
-    }
-    to.shutdown().await
-}
-
-/// One read of `from` into `buf` if it can complete now; `None` if it would wait (the waker it
-/// leaves is harmless: the next read registers again).
-async fn try_read<R: AsyncRead + Unpin>(
-    from: &mut R,
-    buf: &mut [u8],
-) -> Option<std::io::Result<usize>> {
-    std::future::poll_fn(|cx| {
-        let mut read = ReadBuf::new(buf);
-        Poll::Ready(match Pin::new(&mut *from).poll_read(cx, &mut read) {
-            Poll::Ready(Ok(())) => Some(Ok(read.filled().len())),
-            Poll::Ready(Err(error)) => Some(Err(error)),
-            Poll::Pending => None,
-        })
-    })
-    .await
-}
-
 async fn write_flush(io: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
     io.write_all(bytes).await?;
     // Pingora streams may buffer writes: the client must see the line now.
@@ -629,116 +547,6 @@ async fn deny(io: &mut Stream, reason: &str) -> Denied {
 
 async fn deny_refusal(io: &mut Stream, refusal: Refusal) -> Denied {
     deny(io, &refusal.to_string()).await
-}
-
-/// A session's connection leases: renewed in the background while held, released on drop
-/// (however the session ends). If the process dies, they expire after their time to live.
-///
-/// A renewal that finds a lease gone while the session lives (the store lost its data:
-/// a Redis restart without persistence, a failover, a flush) takes it again under the same caps,
-/// so the counts stay right; if a scope filled up meanwhile, the session goes on uncounted there
-/// and the next renewal tries again.
-#[derive(Debug)]
-struct Lease {
-    store: Arc<dyn StateStore>,
-    /// Every (scope key, cap) the holder has a lease in.
-    scopes: Vec<(String, u32)>,
-    holder: String,
-    ttl: Duration,
-    counters: Arc<TcpCounters>,
-    renewal: tokio::task::JoinHandle<()>,
-}
-
-impl Lease {
-    fn start(
-        store: Arc<dyn StateStore>,
-        scopes: Vec<(String, u32)>,
-        holder: String,
-        ttl: Duration,
-        counters: Arc<TcpCounters>,
-    ) -> Self {
-        let renewal = renew(
-            store.clone(),
-            scopes.clone(),
-            holder.clone(),
-            ttl,
-            counters.clone(),
-        );
-        Lease {
-            store,
-            scopes,
-            holder,
-            ttl,
-            counters,
-            renewal,
-        }
-    }
-
-    /// Adds leases the holder has just taken in `scopes`; they are renewed with the others.
-    fn extend(&mut self, scopes: impl IntoIterator<Item = (String, u32)>) {
-        self.renewal.abort();
-        self.scopes.extend(scopes);
-        self.renewal = renew(
-            self.store.clone(),
-            self.scopes.clone(),
-            self.holder.clone(),
-            self.ttl,
-            self.counters.clone(),
-        );
-    }
-}
-
-/// Renews `holder`'s leases in `scopes` every third of `ttl`, until aborted; re-asserts them
-/// when they are gone.
-fn renew(
-    store: Arc<dyn StateStore>,
-    scopes: Vec<(String, u32)>,
-    holder: String,
-    ttl: Duration,
-    counters: Arc<TcpCounters>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let keys: Vec<&str> = scopes.iter().map(|(key, _)| key.as_str()).collect();
-        let caps: Vec<LeaseScope<'_>> = scopes
-            .iter()
-            .map(|(key, cap)| LeaseScope { key, cap: *cap })
-            .collect();
-        loop {
-            tokio::time::sleep(ttl / 3).await;
-            match store.lease_renew(&keys, &holder, ttl).await {
-                Ok(true) => {}
-                Ok(false) => match store.lease_acquire(&caps, &holder, ttl).await {
-                    Ok(LeaseOutcome::Acquired) => {
-                        counters.leases_reasserted.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%holder, "connection lease was lost; re-asserted");
-                    }
-                    outcome => {
-                        counters.leases_lost.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(%holder, ?outcome, "connection lease was lost");
-                    }
-                },
-                Err(error) => tracing::debug!(%error, "lease renewal failed"),
-            }
-        }
-    })
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        self.renewal.abort();
-        let store = self.store.clone();
-        let scopes = std::mem::take(&mut self.scopes);
-        let holder = std::mem::take(&mut self.holder);
-        // Without a runtime (process teardown) the leases expire by themselves.
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let keys: Vec<&str> = scopes.iter().map(|(key, _)| key.as_str()).collect();
-                if let Err(error) = store.lease_release(&keys, &holder).await {
-                    tracing::debug!(%error, "lease release failed; it will expire");
-                }
-            });
-        }
-    }
 }
 
 /// Per-gateway connection counts: the caps' fallback while the store is unreachable. Each
@@ -792,45 +600,6 @@ impl Drop for LocalLease {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn the_relay_carries_bursts_and_small_writes_both_ways_and_passes_half_closes_on() {
-        let (mut client, mut near) = tokio::io::duplex(64 * 1024);
-        let (mut far, mut backend) = tokio::io::duplex(64 * 1024);
-        let relay = tokio::spawn(async move { relay(&mut near, &mut far).await });
-
-        // A burst much larger than both buffers, byte-exact, while small writes go back.
-        let burst: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        let sent = burst.clone();
-        let writer = tokio::spawn(async move {
-            client.write_all(&sent).await.unwrap();
-            client
-        });
-        let mut got = vec![0u8; burst.len()];
-        backend.read_exact(&mut got).await.unwrap();
-        assert!(got == burst, "the burst arrived byte-exact");
-        let mut client = writer.await.unwrap();
-        backend.write_all(b"ok\n").await.unwrap();
-        let mut line = [0u8; 3];
-        client.read_exact(&mut line).await.unwrap();
-        assert_eq!(&line, b"ok\n");
-
-        // The client half-closes: the backend sees the end, and can still answer.
-        client.shutdown().await.unwrap();
-        let mut rest = Vec::new();
-        backend.read_to_end(&mut rest).await.unwrap();
-        assert!(rest.is_empty());
-        backend.write_all(b"bye").await.unwrap();
-        backend.shutdown().await.unwrap();
-        let mut answer = Vec::new();
-        client.read_to_end(&mut answer).await.unwrap();
-        assert_eq!(answer, b"bye");
-        tokio::time::timeout(Duration::from_secs(2), relay)
-            .await
-            .expect("the relay ends when both directions have")
-            .unwrap()
-            .unwrap();
-    }
 
     #[test]
     fn local_caps_count_every_scope_or_none_and_uncount_on_drop() {

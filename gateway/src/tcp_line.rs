@@ -49,11 +49,13 @@ pub fn split_line(buf: &[u8]) -> Option<(usize, usize)> {
 
 /// Reads the token line from `reader` (the caller bounds the time).
 pub async fn read_token_line<R: AsyncRead + Unpin>(reader: &mut R) -> Result<TokenLine, LineError> {
-    // Room for the longest line, its CRLF and a little of what follows.
-    let mut buf = vec![0u8; MAX_LINE + 2 + 1024];
-    let mut filled = 0;
+    // Room for the longest line, its CRLF and a little of what follows; reads fill it without
+    // zeroing it first.
+    let mut buf = Vec::with_capacity(MAX_LINE + 2 + 1024);
+    let mut searched = 0;
     loop {
-        if let Some((end, rest)) = split_line(&buf[..filled]) {
+        if let Some((end, rest)) = split_line(&buf[searched..]) {
+            let (end, rest) = (searched + end, searched + rest);
             if end > MAX_LINE {
                 return Err(LineError::TooLong);
             }
@@ -61,18 +63,19 @@ pub async fn read_token_line<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Tok
                 .map_err(|_| LineError::NotText)?
                 .trim_ascii()
                 .to_owned();
-            let early = buf[rest..filled].to_vec();
+            let early = buf[rest..].to_vec();
             return Ok(TokenLine { token, early });
         }
-        if filled > MAX_LINE + 1 {
+        // A CR at the end may be the start of a CRLF: look at it again with what follows.
+        searched = buf.len().saturating_sub(1);
+        if buf.len() > MAX_LINE + 1 {
             // No LF within MAX_LINE + CR: the line can no longer be valid.
             return Err(LineError::TooLong);
         }
-        let n = reader.read(&mut buf[filled..]).await?;
+        let n = reader.read_buf(&mut buf).await?;
         if n == 0 {
             return Err(LineError::Closed);
         }
-        filled += n;
     }
 }
 

@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use self::expiring::Expiring;
 use super::gcra::Gcra;
 use super::{
-    DeploymentRecord, LeaseOutcome, LeaseScope, LockToken, RateDecision, RateLimit, Reservation,
-    StateStore, StoreResult, UpdateOutcome, ttl,
+    DeploymentRecord, HeldLeases, LeaseOutcome, LeaseRequest, LeaseScope, LockToken, RateDecision,
+    RateLimit, Reservation, StateStore, StoreResult, UpdateOutcome, ttl,
 };
 use crate::clock;
 use crate::ids::{ChallengeId, InstanceId, TeamId};
@@ -491,6 +491,42 @@ impl StateStore for MemoryStore {
 
     async fn lease_release(&self, keys: &[&str], holder: &str) -> StoreResult<()> {
         self.with(|s, now| s.lease_release(keys, holder, now));
+        Ok(())
+    }
+
+    async fn lease_acquire_many(
+        &self,
+        requests: &[LeaseRequest<'_>],
+        ttl: Duration,
+    ) -> StoreResult<Vec<LeaseOutcome>> {
+        let ttl_us = ttl::micros(ttl);
+        Ok(self.with(|s, now| {
+            requests
+                .iter()
+                .map(|r| s.lease_acquire(r.scopes, r.holder, ttl_us, now))
+                .collect()
+        }))
+    }
+
+    async fn lease_renew_many(
+        &self,
+        held: &[HeldLeases<'_>],
+        ttl: Duration,
+    ) -> StoreResult<Vec<bool>> {
+        let ttl_us = ttl::micros(ttl);
+        Ok(self.with(|s, now| {
+            held.iter()
+                .map(|h| s.lease_renew(h.keys, h.holder, ttl_us, now))
+                .collect()
+        }))
+    }
+
+    async fn lease_release_many(&self, held: &[HeldLeases<'_>]) -> StoreResult<()> {
+        self.with(|s, now| {
+            for h in held {
+                s.lease_release(h.keys, h.holder, now);
+            }
+        });
         Ok(())
     }
 

@@ -152,6 +152,25 @@ pub enum LeaseOutcome {
     Full { scope: usize, held: u32 },
 }
 
+/// One holder's request for leases in several scopes (all or none), for
+/// [`StateStore::lease_acquire_many`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeaseRequest<'a> {
+    /// The holder.
+    pub holder: &'a str,
+    /// The scopes, each with its cap.
+    pub scopes: &'a [LeaseScope<'a>],
+}
+
+/// One holder's leases, for the calls that renew or release many holders' leases at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldLeases<'a> {
+    /// The holder, as named when the leases were taken.
+    pub holder: &'a str,
+    /// The scopes (lease keys) it holds a lease in.
+    pub keys: &'a [&'a str],
+}
+
 /// Proof of holding a lock; releasing needs it (compare-and-delete).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LockToken(pub String);
@@ -229,12 +248,34 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         ttl: Duration,
     ) -> StoreResult<LeaseOutcome>;
 
+    /// [`lease_acquire`](Self::lease_acquire) for each of `requests`, in one round trip (one
+    /// process takes its connections' leases together). The requests are taken in order, each
+    /// all or none on its own, as consecutive calls would; the answer has one outcome per
+    /// request, in order.
+    async fn lease_acquire_many(
+        &self,
+        requests: &[LeaseRequest<'_>],
+        ttl: Duration,
+    ) -> StoreResult<Vec<LeaseOutcome>>;
+
     /// Extend `holder`'s leases in `keys` to `ttl` from now. Returns false (and re-creates
     /// nothing) if any of them had already expired or been released.
     async fn lease_renew(&self, keys: &[&str], holder: &str, ttl: Duration) -> StoreResult<bool>;
 
     /// Drop `holder`'s leases in `keys`. Idempotent.
     async fn lease_release(&self, keys: &[&str], holder: &str) -> StoreResult<()>;
+
+    /// [`lease_renew`](Self::lease_renew) for each of `held`, in one round trip (one process
+    /// renews all its sessions' leases together). Each holder is renewed or not on its own, as
+    /// its own call would; the answer has one entry per holder, in order.
+    async fn lease_renew_many(
+        &self,
+        held: &[HeldLeases<'_>],
+        ttl: Duration,
+    ) -> StoreResult<Vec<bool>>;
+
+    /// [`lease_release`](Self::lease_release) for each of `held`, in one round trip. Idempotent.
+    async fn lease_release_many(&self, held: &[HeldLeases<'_>]) -> StoreResult<()>;
 
     /// Live leases in `key`.
     async fn lease_count(&self, key: &str) -> StoreResult<u32>;
@@ -267,3 +308,6 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Remember `key` for `ttl`. Returns true if it was not already remembered (a fresh nonce).
     async fn remember_once(&self, key: &str, ttl: Duration) -> StoreResult<bool>;
 }
+
+#[cfg(test)]
+mod tests;

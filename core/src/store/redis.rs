@@ -20,8 +20,8 @@ use redis::{ErrorKind, RedisError, RedisResult, Script, ServerErrorKind, Value};
 
 use super::gcra::Gcra;
 use super::{
-    DeploymentRecord, LeaseOutcome, LeaseScope, LockToken, RateDecision, RateLimit, Reservation,
-    StateStore, StoreError, StoreResult, UpdateOutcome, keys, ttl,
+    DeploymentRecord, HeldLeases, LeaseOutcome, LeaseRequest, LeaseScope, LockToken, RateDecision,
+    RateLimit, Reservation, StateStore, StoreError, StoreResult, UpdateOutcome, keys, ttl,
 };
 use crate::ids::{ChallengeId, InstanceId, TeamId};
 
@@ -43,6 +43,9 @@ struct Scripts {
     lease_acquire: Script,
     lease_renew: Script,
     lease_release: Script,
+    lease_acquire_many: Script,
+    lease_renew_many: Script,
+    lease_release_many: Script,
     lease_count: Script,
     lock_release: Script,
     counter_incr: Script,
@@ -61,6 +64,9 @@ impl Scripts {
             lease_acquire: Script::new(include_str!("../../../lua/lease_acquire.lua")),
             lease_renew: Script::new(include_str!("../../../lua/lease_renew.lua")),
             lease_release: Script::new(include_str!("../../../lua/lease_release.lua")),
+            lease_acquire_many: Script::new(include_str!("../../../lua/lease_acquire_many.lua")),
+            lease_renew_many: Script::new(include_str!("../../../lua/lease_renew_many.lua")),
+            lease_release_many: Script::new(include_str!("../../../lua/lease_release_many.lua")),
             lease_count: Script::new(include_str!("../../../lua/lease_count.lua")),
             lock_release: Script::new(include_str!("../../../lua/lock_release.lua")),
             counter_incr: Script::new(include_str!("../../../lua/counter_incr.lua")),
@@ -476,6 +482,92 @@ impl StateStore for RedisStore {
         let mut con = self.con.clone();
         let _dropped: i64 = self
             .run("lease_release", call.invoke_async(&mut con))
+            .await?;
+        Ok(())
+    }
+
+    async fn lease_acquire_many(
+        &self,
+        requests: &[LeaseRequest<'_>],
+        ttl: Duration,
+    ) -> StoreResult<Vec<LeaseOutcome>> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = self.scripts.lease_acquire_many.prepare_invoke();
+        call.arg(ttl::millis(ttl));
+        for request in requests {
+            call.arg(request.holder).arg(request.scopes.len());
+            for scope in request.scopes {
+                call.key(self.key(&keys::lease(scope.key))).arg(scope.cap);
+            }
+        }
+        let mut con = self.con.clone();
+        let reply: Vec<i64> = self
+            .run("lease_acquire_many", call.invoke_async(&mut con))
+            .await?;
+        if reply.len() != 2 * requests.len() {
+            return Err(unexpected(
+                "lease_acquire_many",
+                &format!("{} numbers for {} requests", reply.len(), requests.len()),
+            ));
+        }
+        reply
+            .chunks_exact(2)
+            .map(|pair| match (pair[0], pair[1]) {
+                (-1, _) => Ok(LeaseOutcome::Acquired),
+                (scope, held) => Ok(LeaseOutcome::Full {
+                    scope: usize::try_from(scope)
+                        .map_err(|_| unexpected("lease_acquire_many", &scope.to_string()))?,
+                    held: reply_u32(held),
+                }),
+            })
+            .collect()
+    }
+
+    async fn lease_renew_many(
+        &self,
+        held: &[HeldLeases<'_>],
+        ttl: Duration,
+    ) -> StoreResult<Vec<bool>> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut call = self.scripts.lease_renew_many.prepare_invoke();
+        call.arg(ttl::millis(ttl));
+        for h in held {
+            call.arg(h.holder).arg(h.keys.len());
+            for key in h.keys {
+                call.key(self.key(&keys::lease(key)));
+            }
+        }
+        let mut con = self.con.clone();
+        let renewed: Vec<i64> = self
+            .run("lease_renew_many", call.invoke_async(&mut con))
+            .await?;
+        if renewed.len() != held.len() {
+            return Err(unexpected(
+                "lease_renew_many",
+                &format!("{} answers for {} holders", renewed.len(), held.len()),
+            ));
+        }
+        Ok(renewed.into_iter().map(|r| r == 1).collect())
+    }
+
+    async fn lease_release_many(&self, held: &[HeldLeases<'_>]) -> StoreResult<()> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let mut call = self.scripts.lease_release_many.prepare_invoke();
+        for h in held {
+            call.arg(h.holder).arg(h.keys.len());
+            for key in h.keys {
+                call.key(self.key(&keys::lease(key)));
+            }
+        }
+        let mut con = self.con.clone();
+        let _dropped: i64 = self
+            .run("lease_release_many", call.invoke_async(&mut con))
             .await?;
         Ok(())
     }

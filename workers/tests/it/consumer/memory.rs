@@ -13,8 +13,9 @@ use fctf_core::queue::{
     DeadLetterReason, DeployJob, JobConsumer, JobQueue, ParkedJob, QueueError, QueueStats,
 };
 use fctf_core::store::{
-    DeploymentRecord, DeploymentState, LeaseOutcome, LeaseScope, LockToken, MemoryStore,
-    RateDecision, RateLimit, Reservation, StateStore, StoreError, StoreResult, UpdateOutcome,
+    DeploymentRecord, DeploymentState, HeldLeases, LeaseOutcome, LeaseRequest, LeaseScope,
+    LockToken, MemoryStore, RateDecision, RateLimit, Reservation, StateStore, StoreError,
+    StoreResult, UpdateOutcome,
 };
 use tokio::time::Instant;
 
@@ -35,6 +36,7 @@ crate::consumer_cases!(setup:
     a_stop_job_removes_the_instance_and_marks_it_stopped,
     a_consumer_killed_mid_batch_and_restarted_carries_every_job_out_once,
     deliveries_that_crash_the_consumer_count_toward_the_limit,
+    one_failing_message_of_a_batch_is_settled_on_its_own,
 );
 
 #[tokio::test(start_paused = true)]
@@ -297,11 +299,28 @@ impl StateStore for FailingWrites {
     ) -> StoreResult<LeaseOutcome> {
         self.inner.lease_acquire(scopes, holder, ttl).await
     }
+    async fn lease_acquire_many(
+        &self,
+        requests: &[LeaseRequest<'_>],
+        ttl: Duration,
+    ) -> StoreResult<Vec<LeaseOutcome>> {
+        self.inner.lease_acquire_many(requests, ttl).await
+    }
     async fn lease_renew(&self, keys: &[&str], holder: &str, ttl: Duration) -> StoreResult<bool> {
         self.inner.lease_renew(keys, holder, ttl).await
     }
+    async fn lease_renew_many(
+        &self,
+        held: &[HeldLeases<'_>],
+        ttl: Duration,
+    ) -> StoreResult<Vec<bool>> {
+        self.inner.lease_renew_many(held, ttl).await
+    }
     async fn lease_release(&self, keys: &[&str], holder: &str) -> StoreResult<()> {
         self.inner.lease_release(keys, holder).await
+    }
+    async fn lease_release_many(&self, held: &[HeldLeases<'_>]) -> StoreResult<()> {
+        self.inner.lease_release_many(held).await
     }
     async fn lease_count(&self, key: &str) -> StoreResult<u32> {
         self.inner.lease_count(key).await
