@@ -13,10 +13,19 @@ use crate::platform;
 /// `fctf gateway -c FILE`: the Challenge Gateway until a signal stops it.
 pub fn gateway(args: &RoleArgs) -> Result<Exit, Failure> {
     let config = load(args, "gateway")?;
-    fctf_gateway::server::run_from_config(&config)
-        .map_err(anyhow::Error::from)
-        .map_err(|e| e.context("running the gateway"))
-        .or_exit(Exit::Software)?;
+    fctf_gateway::server::run_from_config(&config).map_err(|e| {
+        // A key that does not match its certificate is the config's fault: 64, as for every
+        // other config mistake.
+        let code = if e.is_config() {
+            Exit::InvalidInput
+        } else {
+            Exit::Software
+        };
+        Failure {
+            code,
+            error: anyhow::Error::from(e).context("running the gateway"),
+        }
+    })?;
     Ok(Exit::Ok)
 }
 

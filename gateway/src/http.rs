@@ -224,8 +224,8 @@ impl HttpGateway {
             if let Err(refusal) = self.limit_token_ip(&grant, client).await {
                 return Some(EarlyAnswer::refusal(refusal));
             }
-            let set_cookie =
-                cookie::set_cookie(visit.token, grant.secs_left(now), self.settings.tls);
+            let tls = self.settings.tls || crate::tls::is_tls(session);
+            let set_cookie = cookie::set_cookie(visit.token, grant.secs_left(now), tls);
             return Some(EarlyAnswer::redirect(visit.location, set_cookie));
         }
 
@@ -580,7 +580,7 @@ impl ProxyHttp for HttpGateway {
 
     async fn upstream_request_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
@@ -603,7 +603,11 @@ impl ProxyHttp for HttpGateway {
         upstream.insert_header(X_FORWARDED_FOR, forwarded_for)?;
         upstream.insert_header(
             X_FORWARDED_PROTO,
-            HeaderValue::from_static(if self.settings.tls { "https" } else { "http" }),
+            HeaderValue::from_static(if self.settings.tls || crate::tls::is_tls(session) {
+                "https"
+            } else {
+                "http"
+            }),
         )?;
         Ok(())
     }

@@ -9,8 +9,9 @@
 //! checks shared by both protocols (token cache, instance liveness and the starting hold, rate
 //! limits with a local fallback); [`client`] decides who the client is (the peer, or the address
 //! a trusted proxy names); [`http`] and [`tcp`] are the Pingora adapters, [`access`] their access
-//! log, [`cut`] ends an upgraded HTTP connection from outside (its instance stopped), and
-//! [`admin`] the health and metrics port. [`server`] runs it all:
+//! log, [`cut`] ends an upgraded HTTP connection from outside (its instance stopped), [`tls`]
+//! serves TLS next to plain text on the HTTP and TCP ports, and [`admin`] the health and metrics
+//! port. [`server`] runs it all:
 //! [`server::run_from_config`] is `fctf gateway`, [`server::spawn`] an in-process gateway.
 
 pub mod access;
@@ -30,3 +31,4 @@ pub mod routing;
 pub mod server;
 pub mod tcp;
 pub mod tcp_line;
+pub mod tls;

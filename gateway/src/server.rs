@@ -3,7 +3,8 @@
 //!
 //! - [`run_from_config`]: `fctf gateway -c fctf.toml` in one call (opens the store, serves until
 //!   a signal).
-//! - [`GatewayOptions::from_config`] turns `[gateway]` and `[tokens]` into options.
+//! - [`GatewayOptions::from_config`] turns `[gateway]` and `[tokens]` into options (with TLS on
+//!   the HTTP and TCP listeners when `[gateway]` names a certificate: [`crate::tls`]).
 //! - [`run`] serves until SIGTERM (graceful), SIGINT (fast) or SIGQUIT (graceful upgrade):
 //!   `fctf gateway`.
 //! - [`spawn`] serves on a thread of its own until the returned [`GatewayHandle`] is stopped or
@@ -39,6 +40,7 @@ use crate::host::InstanceHosts;
 use crate::http::{HttpGateway, HttpLimits, HttpSettings};
 use crate::routing::Routing;
 use crate::tcp::{TcpCaps, TcpGateway, TcpSettings};
+use crate::tls::{TlsApp, TlsError, TlsListener};
 
 /// A name for this gateway process in lease holders: host name (when known), process id and
 /// start time, so two processes never share one.
@@ -73,6 +75,17 @@ pub enum GatewayError {
     /// The runtime that holds the store's connections could not start.
     #[error("store runtime: {0}")]
     Runtime(std::io::Error),
+    /// The TLS certificate and key could not form a TLS config.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+impl GatewayError {
+    /// True when the config is at fault (keys, TLS certificate), not the machine: `fctf`
+    /// exits 64 for these.
+    pub fn is_config(&self) -> bool {
+        matches!(self, GatewayError::Keys(_) | GatewayError::Tls(_))
+    }
 }
 
 /// Where a listener listens.
@@ -82,14 +95,40 @@ pub enum Listen {
     Addr(String),
     /// Use this already-bound socket (tests on port 0, or a caller that binds itself).
     Bound(std::net::TcpListener),
+    /// This listener, also accepting TLS ([`crate::tls`]): a connection that opens with a TLS
+    /// ClientHello is served over TLS, any other in plain text. For the HTTP and TCP listeners;
+    /// the admin listener ignores the TLS part.
+    WithTls(Box<Listen>, TlsListener),
 }
 
 impl Listen {
+    /// This listener, also accepting TLS as `tls` says.
+    pub fn with_tls(self, tls: TlsListener) -> Listen {
+        Listen::WithTls(Box::new(self.without_tls().0), tls)
+    }
+
+    /// The TLS part of this listener, if any.
+    pub fn tls(&self) -> Option<&TlsListener> {
+        match self {
+            Listen::WithTls(_, tls) => Some(tls),
+            _ => None,
+        }
+    }
+
     /// The address, when it is known before binding.
     fn known_addr(&self) -> Option<SocketAddr> {
         match self {
             Listen::Bound(listener) => listener.local_addr().ok(),
             Listen::Addr(addr) => addr.parse().ok(),
+            Listen::WithTls(listen, _) => listen.known_addr(),
+        }
+    }
+
+    /// Where to listen, and the TLS part if any.
+    fn without_tls(self) -> (Listen, Option<TlsListener>) {
+        match self {
+            Listen::WithTls(listen, tls) => (listen.without_tls().0, Some(tls)),
+            plain => (plain, None),
         }
     }
 }
@@ -134,8 +173,15 @@ impl GatewayOptions {
             per_second: f64::from(per_second),
             burst,
         };
+        let mut http = Listen::Addr(gw.http_listen.clone());
+        let mut tcp = Listen::Addr(gw.tcp_listen.clone());
+        if let Some(identity) = gw.tls_identity() {
+            let handshake = gw.tls_handshake_timeout();
+            http = http.with_tls(TlsListener::http(&identity, handshake)?);
+            tcp = tcp.with_tls(TlsListener::tcp(&identity, gw.tls_detect(), handshake)?);
+        }
         Ok(GatewayOptions {
-            http: Listen::Addr(gw.http_listen.clone()),
+            http,
             admission: Arc::new(admission),
             http_settings: HttpSettings {
                 limits: HttpLimits {
@@ -144,11 +190,12 @@ impl GatewayOptions {
                 },
                 body_limit: gw.body_limit_bytes,
                 connect_timeout: gw.connect_timeout(),
+                // TLS is told per connection (`tls::is_tls`): one port serves both.
                 tls: false,
                 trusted_proxies: TrustedProxies::new(gw.trusted_proxies.clone()),
                 instance_hosts: InstanceHosts::new(&gw.instance_host_suffix),
             },
-            tcp: Some(Listen::Addr(gw.tcp_listen.clone())),
+            tcp: Some(tcp),
             admin: Some(Listen::Addr(gw.admin_listen.clone())),
             tcp_settings: TcpSettings {
                 attempts: rate(gw.tcp_attempts_per_sec, gw.tcp_attempts_burst),
@@ -348,24 +395,25 @@ fn build(options: GatewayOptions) -> Result<Server, GatewayError> {
     let gateway = HttpGateway::new(options.admission.clone(), options.http_settings)
         .with_liveness_recheck(options.tcp_settings.liveness_recheck);
     let http_counters = gateway.counters().clone();
-    // Cuttable connections: an upgraded one (WebSocket) is cut when its instance stops.
-    let http = pingora::services::listening::Service::new(
-        "Pingora HTTP Proxy Service".to_owned(),
-        CuttableApp::new(pingora::proxy::http_proxy(&server.configuration, gateway)),
-    );
-    add_listening(&mut server, http, options.http, None, |service, addr| {
-        service.add_tcp(addr)
-    })?;
+    // Cuttable connections: an upgraded one (WebSocket) is cut when its instance stops. With
+    // TLS, the cuttable stream is the one inside TLS, the one Pingora's session holds (which is
+    // where `cut::switch_of` looks); a cut ends the session, which drops TLS and the socket.
+    let http = CuttableApp::new(pingora::proxy::http_proxy(&server.configuration, gateway));
+    add_app(
+        &mut server,
+        "Pingora HTTP Proxy Service",
+        http,
+        options.http,
+        |addr: &str| ListenerConfig::tcp(addr),
+    )?;
     let mut tcp_counters = None;
     if let Some(listen) = options.tcp {
         let gateway = TcpGateway::new(options.admission.clone(), options.tcp_settings)
             .with_drain(options.grace_period);
         tcp_counters = Some(gateway.counters().clone());
-        let tcp = pingora::services::listening::Service::new("TCP gateway".to_owned(), gateway);
-        add_listening(&mut server, tcp, listen, None, |service, addr| {
+        add_app(&mut server, "TCP gateway", gateway, listen, |addr| {
             // Unbuffered: no 64 KiB read buffer per idle session, and every write goes out.
-            service
-                .add_listener(ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::unbuffered()))
+            ListenerConfig::tcp(addr).l4_buffer(L4BufferSettings::unbuffered())
         })?;
     }
     if let Some(listen) = options.admin {
@@ -375,35 +423,59 @@ fn build(options: GatewayOptions) -> Result<Server, GatewayError> {
             pingora::services::listening::Service::new("admin".to_owned(), AdminApp::new(metrics));
         admin.threads = Some(1);
         // The admin port answers through the drain, so `/readyz` can say 503.
-        add_listening(
-            &mut server,
-            admin,
-            listen,
-            Some(draining),
-            |service, addr| service.add_tcp(addr),
-        )?;
+        let (listen, _no_tls) = listen.without_tls();
+        add_listening(&mut server, admin, listen, Some(draining), |addr: &str| {
+            ListenerConfig::tcp(addr)
+        })?;
     }
     Ok(server)
 }
 
-/// Adds `service` listening on `listen`; `add_listener` adds the listener for an address. With
-/// `draining`, the service keeps serving through a graceful stop and the flag tells it one began.
+/// Adds a service named `name` serving `app` on `listen` (wrapped in a [`TlsApp`] when `listen`
+/// has TLS); `listener` is the listener's config for an address.
+fn add_app<A: ServerApp + Send + Sync + 'static>(
+    server: &mut Server,
+    name: &str,
+    app: A,
+    listen: Listen,
+    listener: impl FnOnce(&str) -> ListenerConfig,
+) -> Result<(), GatewayError> {
+    use pingora::services::listening::Service;
+    match listen.without_tls() {
+        (listen, Some(tls)) => {
+            let service = Service::new(name.to_owned(), TlsApp::new(app, tls));
+            add_listening(server, service, listen, None, listener)
+        }
+        (listen, None) => {
+            let service = Service::new(name.to_owned(), app);
+            add_listening(server, service, listen, None, listener)
+        }
+    }
+}
+
+/// Adds `service` listening on `listen` (its TLS part, if any, already taken: see [`add_app`]);
+/// `listener` is the listener's config for an address. With `draining`, the service keeps
+/// serving through a graceful stop and the flag tells it one began.
 fn add_listening<A: ServerApp + Send + Sync + 'static>(
     server: &mut Server,
     mut service: pingora::services::listening::Service<A>,
     listen: Listen,
     draining: Option<Arc<AtomicBool>>,
-    add_listener: impl FnOnce(&mut pingora::services::listening::Service<A>, &str),
+    listener: impl FnOnce(&str) -> ListenerConfig,
 ) -> Result<(), GatewayError> {
     let fds = match listen {
         Listen::Addr(addr) => {
-            add_listener(&mut service, &addr);
+            service.add_listener(listener(&addr));
             None
         }
-        Listen::Bound(listener) => {
-            let (fds, addr) = prebound_fds(listener)?;
-            add_listener(&mut service, &addr);
+        Listen::Bound(listener_socket) => {
+            let (fds, addr) = prebound_fds(listener_socket)?;
+            service.add_listener(listener(&addr));
             Some(fds)
+        }
+        // Not reached from `add_app`, which takes the TLS part off.
+        Listen::WithTls(listen, _) => {
+            return add_listening(server, service, *listen, draining, listener);
         }
     };
     server.add_service(Listening {

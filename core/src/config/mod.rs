@@ -8,7 +8,7 @@
 //! - **Every mistake at once.** [`load`] reads every field even after a mistake and returns all
 //!   of them ([`ConfigErrors`]), each with its key path: unknown keys (with "did you mean"),
 //!   unknown `FCTF_*` variables, wrong types, out-of-range numbers, malformed URLs, unreadable or
-//!   short secret files, and the rules that span fields.
+//!   short secret files, unreadable or malformed TLS files, and the rules that span fields.
 //! - **Injectable input.** The environment and the files come from a [`ConfigSource`]:
 //!   [`ProcessSource`] in production, [`MapSource`] in tests, which never set process variables.
 //! - **Secrets stay secret.** Key secrets become keys at load (holding keyed MAC states, not the
@@ -24,6 +24,7 @@ mod reference;
 mod schema;
 mod sections;
 mod source;
+mod tls;
 mod values;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub use self::sections::{
     DatabaseConfig, GatewayConfig, QueueConfig, SigningConfig, StoreConfig, TokensConfig,
 };
 pub use self::source::{ConfigSource, MAX_FILE_LEN, MapSource, ProcessSource};
+pub use self::tls::{CertChain, PemFile, PrivateKey, TlsIdentity};
 pub use self::values::{KeyEntry, KeyOrigin, QueueBackend, RuntimeKind, ServiceUrl, StoreBackend};
 
 use self::schema::{
@@ -247,6 +249,7 @@ fn load_from(
         embedded,
         &mut errors,
     );
+    tls::check_pair(&config.gateway, &mut errors);
 
     if errors.is_empty() {
         Ok(config)

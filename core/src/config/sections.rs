@@ -13,6 +13,7 @@ use ipnet::IpNet;
 
 use super::error::ErrorKind;
 use super::schema::{FieldCx, Problem, Render, Rule, Setting, config_section, toml_string};
+use super::tls::{CertChain, PemFile, PrivateKey};
 use super::values::{
     KeyEntry, KeyId, ListenAddr, Name, QueueBackend, Range, ServiceUrl, StoreBackend, Url,
 };
@@ -251,6 +252,24 @@ config_section! {
         /// Send a PROXY protocol v2 header to the instance at the start of every TCP session, so
         /// the challenge sees the player's address (the challenge must expect it).
         proxy_protocol: bool = false;
+        /// PEM file of the gateway's TLS certificate chain (server certificate first, then its
+        /// intermediates). Set with `tls_key_file`, the HTTP and the TCP port both also accept
+        /// TLS: a connection that opens with a TLS ClientHello is served over TLS, any other in
+        /// plain text, on the same port. Read at start (a new certificate needs a restart); a
+        /// relative path is relative to the config file. Unset: no TLS.
+        tls_cert_file: PemFile<CertChain> = PemFile::unset(),
+            example "\"/etc/fctf/tls/fullchain.pem\"";
+        /// PEM file of the private key of `tls_cert_file` (PKCS#8, PKCS#1 or SEC1, unencrypted);
+        /// required with it.
+        tls_key_file: PemFile<PrivateKey> = PemFile::unset(),
+            example "\"/etc/fctf/tls/key.pem\"";
+        /// With TLS: how long the TCP port waits for a client's first byte, in milliseconds,
+        /// before it takes the connection as plain text and sends the prompt (`nc` sends nothing
+        /// first; a TLS client sends its ClientHello at once).
+        tls_detect_ms: u64 = 250, check Range(10, 10_000);
+        /// With TLS: how long a client may take from its first byte to the end of the TLS
+        /// handshake, in milliseconds, before its connection is closed.
+        tls_handshake_timeout_ms: u64 = 10_000, check Range(100, 600_000);
     }
 }
 

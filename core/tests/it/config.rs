@@ -371,6 +371,26 @@ const FIELD_CASES: &[(&str, &str, ErrorKind)] = &[
         ErrorKind::WrongType,
     ),
     (
+        "[gateway]\ntls_cert_file = \"/nowhere/cert.pem\"",
+        "gateway.tls_cert_file",
+        ErrorKind::Unreadable,
+    ),
+    (
+        "[gateway]\ntls_key_file = 5",
+        "gateway.tls_key_file",
+        ErrorKind::WrongType,
+    ),
+    (
+        "[gateway]\ntls_detect_ms = 5",
+        "gateway.tls_detect_ms",
+        ErrorKind::OutOfRange,
+    ),
+    (
+        "[gateway]\ntls_handshake_timeout_ms = 50",
+        "gateway.tls_handshake_timeout_ms",
+        ErrorKind::OutOfRange,
+    ),
+    (
         "[contestant]\nlisten = \"a b\"",
         "contestant.listen",
         ErrorKind::InvalidValue,

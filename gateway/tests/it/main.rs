@@ -15,4 +15,5 @@ mod proxy_protocol;
 mod starting;
 mod support;
 mod tcp;
+mod tls;
 mod two_gateways;
