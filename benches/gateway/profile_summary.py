@@ -61,6 +61,9 @@ def group_of(func, obj):
         return "libc: other"
     if base.startswith("vgpreload") or base.startswith("valgrind"):
         return "valgrind preload"
+    # mimalloc is linked into the binary (C functions, no crate path).
+    if re.match(r"^_?mi_", func):
+        return "allocator (mimalloc)"
     for crate in CRATE.findall(func):
         if crate in STD:
             continue

@@ -29,6 +29,10 @@
 #   PORT_BASE=18080     ports PORT_BASE+1 .. PORT_BASE+10 on 127.0.0.1
 #   GW_ON_LIMITS="1000000 200 1000000 1000"        token+IP per_sec burst, IP per_sec burst
 #   GW_OFF_LIMITS="1000000 10000000 1000000 10000000"
+#   ACCESS_LOG=0        0: no access log from NGINX nor the gateways (RUST_LOG=info with the
+#                       access target off); 1: both write one line per request (NGINX to a
+#                       file, the gateway to its standard error, a file here). HAProxy logs
+#                       nothing either way (it logs only through syslog).
 #   INSTALL=1           apt-get install missing nginx/haproxy/wrk/redis-server/curl/python3
 #   INSTALL_OHA=1       cargo install oha (native-tls) when missing; 0: skip the fixed rate
 #   BUILD=1             cargo build --release fctf and gw_seed first
@@ -48,6 +52,7 @@ LOAD_CPU=${LOAD_CPU:-1}
 PORT_BASE=${PORT_BASE:-18080}
 GW_ON_LIMITS=${GW_ON_LIMITS:-1000000 200 1000000 1000}
 GW_OFF_LIMITS=${GW_OFF_LIMITS:-1000000 10000000 1000000 10000000}
+ACCESS_LOG=${ACCESS_LOG:-0}
 INSTALL=${INSTALL:-1}
 INSTALL_OHA=${INSTALL_OHA:-1}
 BUILD=${BUILD:-1}
@@ -80,6 +85,9 @@ CHALLENGE=3
 write_nginx_conf() { # NAME PORT SERVER-BLOCK-BODY [HTTP-EXTRA]
     local name=$1 port=$2 body=$3 extra=${4:-}
     mkdir -p "$WORK/$name"
+    # The proxy under test logs as the gateway does (ACCESS_LOG); the backend never.
+    local access_log="access_log off;"
+    [[ $name != nginx || $ACCESS_LOG != 1 ]] || access_log="access_log $WORK/$name/access.log;"
     cat >"$WORK/$name/nginx.conf" <<EOF
 daemon off;
 master_process on;
@@ -88,7 +96,7 @@ pid $WORK/$name/nginx.pid;
 error_log $WORK/$name/error.log warn;
 events { worker_connections 4096; multi_accept on; }
 http {
-    access_log off;
+    $access_log
     client_body_temp_path $WORK/$name/body;
     proxy_temp_path $WORK/$name/proxy;
     fastcgi_temp_path $WORK/$name/fastcgi;
@@ -223,7 +231,8 @@ start_servers() {
             die "seeding the deployment record failed"
         if [[ $name == gw-on ]]; then http=$GW_ON_HTTP admin=$GW_ON_ADMIN; else http=$GW_OFF_HTTP admin=$GW_OFF_ADMIN; fi
         # SIGINT: Pingora's fast shutdown (SIGTERM would drain for the grace period).
-        start "$name" "$PROXY_CPU" INT "${GATEWAY_CMD[@]}" -c "$WORK/$name.toml"
+        # `fctf gateway` logs each request at INFO (its access log) unless told otherwise.
+        start "$name" "$PROXY_CPU" INT env RUST_LOG="$GW_RUST_LOG" "${GATEWAY_CMD[@]}" -c "$WORK/$name.toml"
         wait_port "$http" "$STARTED_PID" || die "$name did not start ($WORK/$name.log)"
         URL[$name]=http://127.0.0.1:$http/
         CPU_PIDS_OF[$name]=$STARTED_PID
@@ -338,9 +347,15 @@ measure() {
 
 main() {
     [[ $(nproc --all) -ge 2 ]] || die "needs 2 CPUs (PROXY_CPU and LOAD_CPU)"
+    case $ACCESS_LOG in
+    0) GW_RUST_LOG=info,fctf_gateway::access=off ;;
+    1) GW_RUST_LOG=info ;;
+    *) die "ACCESS_LOG is 0 or 1" ;;
+    esac
     install_tools
     build_fctf
     write_configs
+    LOAD_AT_START=$(cut -d' ' -f1-3 /proc/loadavg)
     start_servers
     check_targets
     local threads names
@@ -374,7 +389,8 @@ main() {
         echo
         echo "DURATION=$DURATION ROUNDS=$ROUNDS CONNECTIONS=$CONNECTIONS; proxy on core $PROXY_CPU, load/backend/Redis on core $LOAD_CPU;"
         echo "gateway: $threads threads ($names); limits on: $GW_ON_LIMITS; limits off: $GW_OFF_LIMITS"
-        echo "(token+IP per_sec burst, IP per_sec burst); $(nproc --all) CPUs, $(uname -r)"
+        echo "(token+IP per_sec burst, IP per_sec burst); access logs (NGINX, gateways): $([[ $ACCESS_LOG == 1 ]] && echo on || echo off);"
+        echo "gateway command: ${GATEWAY_CMD[*]}; $(nproc --all) CPUs, $(uname -r); load average at the start $LOAD_AT_START, at the end $(cut -d' ' -f1-3 /proc/loadavg)"
         echo
         python3 "$HERE/summarize.py" "$RESULTS" "$TARGETS" "$CONNECTIONS" "${rate:-0}" || status=$?
     }

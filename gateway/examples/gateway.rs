@@ -6,6 +6,10 @@ use std::process::ExitCode;
 
 use fctf_core::config::{ProcessSource, load_file};
 
+/// The allocator of the `fctf` binary, so this example measures what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [flag, path] = args.as_slice() else {

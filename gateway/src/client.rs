@@ -99,7 +99,10 @@ fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else {
         return ip.to_string();
     };
-    let mut text = String::with_capacity(15);
+    let digits = |octet: u8| 1 + usize::from(octet >= 10) + usize::from(octet >= 100);
+    // Exactly as long as the text: a header value made from it keeps the buffer as it is,
+    // where a spare capacity would cost a second allocation.
+    let mut text = String::with_capacity(3 + v4.octets().into_iter().map(digits).sum::<usize>());
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
             text.push('.');
@@ -197,6 +200,10 @@ mod tests {
             "2001:db8::7",
         ] {
             assert_eq!(ip_text(ip(text)), text);
+        }
+        // IPv4 text is exactly as long as its buffer.
+        for text in ["0.0.0.0", "9.10.99.100", "255.255.255.255"] {
+            assert_eq!(ip_text(ip(text)).capacity(), text.len());
         }
     }
 
