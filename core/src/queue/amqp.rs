@@ -136,8 +136,27 @@ impl AmqpQueue {
     pub async fn close(&self) -> Result<(), QueueError> {
         let link = self.link.lock().await.link.take();
         self.idle().clear();
-        if let Some(link) = link {
-            link.connection.close(200, "closing".into()).await?;
+        let Some(link) = link else {
+            return Ok(());
+        };
+        for attempt in 0..3 {
+            match link.connection.close(200, "closing".into()).await {
+                Ok(()) => break,
+                // lapin fails the connection's close when one of its channels was already
+                // closing on its own (a retired publisher, a helper channel); the connection is
+                // then closing too, else it is asked again.
+                Err(e) if matches!(e.kind(), lapin::ErrorKind::InvalidChannelState(..)) => {
+                    if !link.connection.status().connected() {
+                        tracing::debug!(error = %e, "deploy queue: a channel was closing with the connection");
+                        break;
+                    }
+                    if attempt == 2 {
+                        return Err(e.into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         Ok(())
     }
