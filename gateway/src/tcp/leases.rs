@@ -95,6 +95,32 @@ fn push_decimal(text: &mut String, mut n: u64) {
     text.extend(digits[start..].iter().map(|d| char::from(*d)));
 }
 
+/// A batch of holders' names and lease keys, owned, so the [`HeldLeases`] views the store
+/// takes can borrow them.
+struct HolderBatch {
+    names: Vec<String>,
+    scopes: Vec<Vec<(String, u32)>>,
+}
+
+impl HolderBatch {
+    /// Each holder's lease keys.
+    fn keys(&self) -> Vec<Vec<&str>> {
+        self.scopes
+            .iter()
+            .map(|s| s.iter().map(|(key, _)| key.as_str()).collect())
+            .collect()
+    }
+
+    /// The store's view of each holder, over `keys` (from [`Self::keys`]).
+    fn held<'a>(&'a self, keys: &'a [Vec<&'a str>]) -> Vec<HeldLeases<'a>> {
+        self.names
+            .iter()
+            .zip(keys)
+            .map(|(holder, keys)| HeldLeases { holder, keys })
+            .collect()
+    }
+}
+
 /// The scopes one holder has leases in.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Held {
@@ -304,6 +330,17 @@ impl LeaseBook {
         self.len() == 0
     }
 
+    /// The names and lease keys of `batch`'s holders, as the store's batched calls take them.
+    fn holder_batch(&self, batch: &[(u64, Held)]) -> HolderBatch {
+        HolderBatch {
+            names: batch.iter().map(|(id, _)| self.holder(*id)).collect(),
+            scopes: batch
+                .iter()
+                .map(|(_, held)| held.scopes(self.caps))
+                .collect(),
+        }
+    }
+
     fn release(&self, id: u64) {
         let Some(held) = self.live.lock().remove(&id) else {
             return;
@@ -323,21 +360,11 @@ impl LeaseBook {
             .collect();
         for chunk in snapshot.chunks(RENEW_BATCH) {
             let renewed = {
-                let names: Vec<String> = chunk.iter().map(|(id, _)| self.holder(*id)).collect();
-                let scopes: Vec<Vec<(String, u32)>> = chunk
-                    .iter()
-                    .map(|(_, held)| held.scopes(self.caps))
-                    .collect();
-                let keys: Vec<Vec<&str>> = scopes
-                    .iter()
-                    .map(|s| s.iter().map(|(key, _)| key.as_str()).collect())
-                    .collect();
-                let held: Vec<HeldLeases<'_>> = names
-                    .iter()
-                    .zip(&keys)
-                    .map(|(holder, keys)| HeldLeases { holder, keys })
-                    .collect();
-                self.store.lease_renew_many(&held, self.ttl).await
+                let batch = self.holder_batch(chunk);
+                let keys = batch.keys();
+                self.store
+                    .lease_renew_many(&batch.held(&keys), self.ttl)
+                    .await
             };
             match renewed {
                 Ok(renewed) => {
@@ -396,21 +423,9 @@ impl LeaseBook {
                 let n = ended.len().min(RELEASE_BATCH);
                 ended.drain(..n).collect()
             };
-            let names: Vec<String> = batch.iter().map(|(id, _)| self.holder(*id)).collect();
-            let scopes: Vec<Vec<(String, u32)>> = batch
-                .iter()
-                .map(|(_, held)| held.scopes(self.caps))
-                .collect();
-            let keys: Vec<Vec<&str>> = scopes
-                .iter()
-                .map(|s| s.iter().map(|(key, _)| key.as_str()).collect())
-                .collect();
-            let held: Vec<HeldLeases<'_>> = names
-                .iter()
-                .zip(&keys)
-                .map(|(holder, keys)| HeldLeases { holder, keys })
-                .collect();
-            if let Err(error) = self.store.lease_release_many(&held).await {
+            let holders = self.holder_batch(&batch);
+            let keys = holders.keys();
+            if let Err(error) = self.store.lease_release_many(&holders.held(&keys)).await {
                 tracing::debug!(%error, "lease release failed; they will expire");
             }
         }

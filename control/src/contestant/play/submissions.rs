@@ -265,6 +265,22 @@ async fn record_incorrect(
     Ok(())
 }
 
+/// Challenge `id` read again from the database (and cached), refused as absent when it is gone
+/// or hidden from the caller.
+async fn reload_visible(state: &AppState, caller: &Caller, id: i64) -> ApiResult<Arc<Playable>> {
+    let fresh = state
+        .play
+        .challenges
+        .reload(&state.db, id)
+        .await
+        .map_err(db_error)?
+        .ok_or_else(no_such_challenge)?;
+    if !caller.is_admin && !fresh.challenge.is_visible() {
+        return Err(no_such_challenge());
+    }
+    Ok(fresh)
+}
+
 /// The attempt, decided under the (team, challenge) lock: a correct flag (to any challenge), or
 /// any flag to a challenge with an attempt limit or a cooldown (then on fresh rows, since a
 /// wrong verdict there costs a try).
@@ -278,17 +294,7 @@ async fn decide(
 ) -> ApiResult<Response> {
     let id = playable.challenge.id;
     let playable = if limited(&playable.challenge) {
-        let fresh = state
-            .play
-            .challenges
-            .reload(&state.db, id)
-            .await
-            .map_err(db_error)?
-            .ok_or_else(no_such_challenge)?;
-        if !caller.is_admin && !fresh.challenge.is_visible() {
-            return Err(no_such_challenge());
-        }
-        fresh
+        reload_visible(state, caller, id).await?
     } else {
         playable
     };
@@ -433,16 +439,7 @@ async fn solve_if_correct(
             }
             SolveOutcome::Stale if round == 0 => {
                 state.play.challenges.invalidate();
-                playable = state
-                    .play
-                    .challenges
-                    .reload(&state.db, id)
-                    .await
-                    .map_err(db_error)?
-                    .ok_or_else(no_such_challenge)?;
-                if !caller.is_admin && !playable.challenge.is_visible() {
-                    return Err(no_such_challenge());
-                }
+                playable = reload_visible(state, caller, id).await?;
             }
             SolveOutcome::Stale => {}
         }

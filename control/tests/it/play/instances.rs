@@ -6,7 +6,7 @@ use axum::http::{Method, StatusCode};
 use fctf_control::contestant::accounts::testkit::DeploymentCall;
 use serde_json::json;
 
-use super::support::{Backend, Env, outcome};
+use super::support::{Backend, Env, on_both, outcome};
 
 fn instance_challenge(extra: serde_json::Value) -> serde_json::Value {
     let mut body = json!({"name": "Web Inst", "category": "web", "description": "d", "value": 100,
@@ -133,15 +133,7 @@ async fn instances_reach_the_deployment_center(backend: Backend) {
     env.finish().await;
 }
 
-#[tokio::test]
-async fn instances_reach_the_deployment_center_sqlite() {
-    instances_reach_the_deployment_center(Backend::Sqlite).await;
-}
-
-#[tokio::test]
-async fn instances_reach_the_deployment_center_mariadb_redis() {
-    instances_reach_the_deployment_center(Backend::Real).await;
-}
+on_both!(instances_reach_the_deployment_center);
 
 #[tokio::test]
 async fn the_last_wrong_attempt_stops_the_instance_and_members_may_start_when_allowed() {

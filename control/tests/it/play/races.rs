@@ -7,7 +7,7 @@ use axum::http::{Method, StatusCode};
 use futures_util::future::join_all;
 use serde_json::json;
 
-use super::support::{Backend, Env, outcome};
+use super::support::{Backend, Env, on_both, outcome};
 
 /// T51: 1,000 concurrent submissions of the correct flag by the ten members of one team, through
 /// two service instances (as two processes: shared database and store, separate caches):
@@ -99,15 +99,7 @@ async fn one_solve_from_a_thousand_correct_submissions(backend: Backend) {
     env.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_solve_from_a_thousand_correct_submissions_sqlite() {
-    one_solve_from_a_thousand_correct_submissions(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn one_solve_from_a_thousand_correct_submissions_mariadb_redis() {
-    one_solve_from_a_thousand_correct_submissions(Backend::Real).await;
-}
+on_both!(one_solve_from_a_thousand_correct_submissions);
 
 /// T53: max attempts 5, 50 concurrent wrong answers: exactly 5 are evaluated and recorded.
 async fn attempts_never_pass_the_maximum(backend: Backend) {
@@ -150,15 +142,7 @@ async fn attempts_never_pass_the_maximum(backend: Backend) {
     env.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn attempts_never_pass_the_maximum_sqlite() {
-    attempts_never_pass_the_maximum(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn attempts_never_pass_the_maximum_mariadb_redis() {
-    attempts_never_pass_the_maximum(Backend::Real).await;
-}
+on_both!(attempts_never_pass_the_maximum);
 
 /// 50 concurrent unlocks of one hint by one team: one unlock row, one negative award.
 async fn a_hint_is_charged_once(backend: Backend) {
@@ -248,15 +232,7 @@ async fn a_hint_is_charged_once(backend: Backend) {
     env.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_hint_is_charged_once_sqlite() {
-    a_hint_is_charged_once(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_hint_is_charged_once_mariadb_redis() {
-    a_hint_is_charged_once(Backend::Real).await;
-}
+on_both!(a_hint_is_charged_once);
 
 /// T52: 20 teams submit at once; exactly one first blood (the bonus), and it is the team of the
 /// lowest solve id; the solves list follows the same order.
@@ -324,15 +300,7 @@ async fn first_blood_follows_the_database_order(backend: Backend) {
     env.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn first_blood_follows_the_database_order_sqlite() {
-    first_blood_follows_the_database_order(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn first_blood_follows_the_database_order_mariadb_redis() {
-    first_blood_follows_the_database_order(Backend::Real).await;
-}
+on_both!(first_blood_follows_the_database_order);
 
 /// T54's state-store half: with the store down, a submission is refused with a retryable 503
 /// (fail closed) and nothing is recorded.

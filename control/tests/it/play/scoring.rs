@@ -5,7 +5,7 @@
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::support::{Backend, Env, outcome};
+use super::support::{Backend, Env, on_both, outcome};
 
 fn score_of(board: &Value, team: &str) -> Option<i64> {
     board["data"]
@@ -81,15 +81,7 @@ async fn the_freeze_holds_for_players_and_not_for_admins(backend: Backend) {
     env.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_freeze_holds_for_players_and_not_for_admins_sqlite() {
-    the_freeze_holds_for_players_and_not_for_admins(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_freeze_holds_for_players_and_not_for_admins_mariadb_redis() {
-    the_freeze_holds_for_players_and_not_for_admins(Backend::Real).await;
-}
+on_both!(the_freeze_holds_for_players_and_not_for_admins);
 
 #[tokio::test]
 async fn locked_challenges_are_hidden_or_anonymised_until_their_prerequisites_are_solved() {

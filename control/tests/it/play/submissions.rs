@@ -15,7 +15,7 @@ use futures_util::future::join_all;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::support::{Backend, Env, MARIADB, call, outcome};
+use super::support::{Backend, Env, MARIADB, call, on_both, outcome};
 
 /// The id of the only flag of challenge `id`.
 async fn flag_id(env: &Env, id: i64) -> i64 {
@@ -86,15 +86,7 @@ async fn flag_edits_apply_at_once_in_this_process(backend: Backend) {
     env.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flag_edits_apply_at_once_in_this_process_sqlite() {
-    flag_edits_apply_at_once_in_this_process(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flag_edits_apply_at_once_in_this_process_mariadb_redis() {
-    flag_edits_apply_at_once_in_this_process(Backend::Real).await;
-}
+on_both!(flag_edits_apply_at_once_in_this_process);
 
 /// A challenge hidden (or deleted) by an admin is refused from the next submission in the same
 /// process, right or wrong flag; shown again, it opens at once.
@@ -149,15 +141,7 @@ async fn a_hidden_challenge_is_refused_at_once(backend: Backend) {
     env.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hidden_challenge_is_refused_at_once_sqlite() {
-    a_hidden_challenge_is_refused_at_once(Backend::Sqlite).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hidden_challenge_is_refused_at_once_mariadb_redis() {
-    a_hidden_challenge_is_refused_at_once(Backend::Real).await;
-}
+on_both!(a_hidden_challenge_is_refused_at_once);
 
 /// Through another process (its own copies, still fresh): an old flag never scores and a hidden
 /// challenge is never solved, because a correct verdict is confirmed on fresh rows in the solve's

@@ -27,6 +27,24 @@ pub enum Backend {
     Real,
 }
 
+/// Runs an `async fn(Backend)` test on both backends, as `NAME::sqlite` and
+/// `NAME::mariadb_redis`.
+macro_rules! on_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name(crate::play::support::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn mariadb_redis() {
+                super::$name(crate::play::support::Backend::Real).await;
+            }
+        }
+    )*};
+}
+pub(crate) use on_both;
+
 /// One app under test.
 pub struct Env {
     pub state: AppState,
