@@ -294,6 +294,8 @@ fn banner(config: &Config, seeded: &Seeded) -> String {
             config.runtime.kind
         )
     };
+    // With a certificate, both gateway ports take TLS and plain text alike.
+    let tls = config.gateway.tls_cert_file.is_set();
     let password = |account: &bootstrap::Account| match &account.new_password {
         Some(password) => format!("{} / {password}  (shown once)", account.name),
         None => format!("{} (password as shown at first start)", account.name),
@@ -302,8 +304,8 @@ fn banner(config: &Config, seeded: &Seeded) -> String {
         "FCTF is up ({where_}).\n\
          \n  Players' portal   http://{api}/\
          \n  Players' API      http://{api}/api/v1/\
-         \n  Gateway (HTTP)    http://{http}/\
-         \n  Gateway (TCP)     nc {tcp_host} {tcp_port}\
+         \n  Gateway (HTTP)    http://{http}/{https}\
+         \n  Gateway (TCP)     nc {tcp_host} {tcp_port}{tcp_tls}\
          \n  Admin login       {admin}\
          \n  Admin API token   {token}\
          \n  Demo player       {player} (team {team})\
@@ -311,6 +313,12 @@ fn banner(config: &Config, seeded: &Seeded) -> String {
          \n\nStop with Ctrl-C.",
         api = config.contestant.listen,
         http = config.gateway.http_listen,
+        https = if tls {
+            format!(" and https://{}/", config.gateway.http_listen)
+        } else {
+            String::new()
+        },
+        tcp_tls = if tls { " (or over TLS)" } else { "" },
         tcp_host = config.deployment.public_tcp_host,
         tcp_port = config.deployment.public_tcp_port,
         admin = password(&seeded.admin),
