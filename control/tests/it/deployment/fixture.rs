@@ -30,6 +30,28 @@ use lapin::{Connection, ConnectionProperties};
 use serde::Serialize;
 use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
+
+/// Runs each `async fn(Backend)` case on both backend pairs, as `CASE::memory` and
+/// `CASE::redis_rabbitmq`, under the given test attribute (`#[tokio::test]` by default).
+/// The calling module must have `Backend` in scope.
+macro_rules! on_both {
+    (#[$test:meta] $($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[$test]
+            async fn memory() {
+                super::$case(super::Backend::Memory).await;
+            }
+            #[$test]
+            async fn redis_rabbitmq() {
+                super::$case(super::Backend::Real).await;
+            }
+        }
+    )*};
+    ($($case:ident),* $(,)?) => {
+        on_both!(#[tokio::test] $($case),*);
+    };
+}
+pub(crate) use on_both;
 use tokio::task::JoinHandle;
 use tower::ServiceExt as _;
 

@@ -22,24 +22,9 @@ use http::StatusCode;
 use serde_json::Value;
 
 use super::fixture::{
-    Backend, behind_proxy, key, keys, now_ms, now_secs, spec, start_request, test_config, token_key,
+    Backend, behind_proxy, key, keys, now_ms, now_secs, on_both, spec, start_request, test_config,
+    token_key,
 };
-
-/// Runs `case` on both backend pairs, as two tests.
-macro_rules! on_both {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test]
-            async fn memory() {
-                super::$case(super::Backend::Memory).await;
-            }
-            #[tokio::test]
-            async fn redis_rabbitmq() {
-                super::$case(super::Backend::Real).await;
-            }
-        }
-    )*};
-}
 
 on_both!(
     start_writes_the_record_then_one_job,

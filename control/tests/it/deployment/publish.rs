@@ -10,24 +10,12 @@ use fctf_control::deployment::contract::{DeploymentControl, InstanceKey};
 use fctf_control::error::ErrorKind;
 use fctf_core::ids::InstanceId;
 
-use super::fixture::{Backend, Harness, key, start_request};
+use super::fixture::{Backend, Harness, key, on_both, start_request};
 
-macro_rules! on_both {
-    ($($case:ident),* $(,)?) => {$(
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn memory() {
-                super::$case(super::Backend::Memory).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn redis_rabbitmq() {
-                super::$case(super::Backend::Real).await;
-            }
-        }
-    )*};
-}
-
-on_both!(concurrent_starts_past_the_bound_are_refused_one_by_one);
+on_both!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    concurrent_starts_past_the_bound_are_refused_one_by_one
+);
 
 /// What one start of a burst got: its key and the instance it was given, or the error kind.
 type Outcome = (InstanceKey, Result<InstanceId, (ErrorKind, String)>);
